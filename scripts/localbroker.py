@@ -1,0 +1,154 @@
+"""A real Mosquitto on this machine, configured from the project's ``mosquitto/config`` files.
+
+Used by the test fixtures and by ``scripts/run``: the production ``mosquitto.conf`` and ``acl`` with their
+paths and port rewritten to a private work directory, and a password file with one user per service.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from scripts.mqtt_users import CONFIG_DIR, SERVICE_USERS, camera_user, set_camera_acl, set_password
+
+MOSQUITTO_MISSING = (
+    "mosquitto is not installed: on Debian/Ubuntu/Raspberry Pi OS run `sudo apt-get install mosquitto`, "
+    "on macOS `brew install mosquitto`"
+)
+# A user that may do anything: for test subscribers and the local runner's own checks, never in production.
+ADMIN_USER = "sentrycam-admin"
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(MOSQUITTO_MISSING)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def derive_config(source: str, workdir: Path, port: int, extra: str = "") -> str:
+    """The production config with its container paths pointed at ``workdir`` and its listener on ``port``."""
+    replacements = {
+        "password_file": f"password_file {workdir / 'passwd'}",
+        "acl_file": f"acl_file {workdir / 'acl'}",
+        "persistence_location": f"persistence_location {workdir / 'data'}/",
+        "log_dest": f"log_dest file {workdir / 'mosquitto.log'}",
+        "listener 1883": f"listener {port} 127.0.0.1",
+    }
+    lines = []
+    for line in source.splitlines():
+        words = line.split()
+        key = " ".join(words[:2]) if words[:1] == ["listener"] else (words[0] if words else "")
+        lines.append(replacements.get(key, line))
+    # Run as whoever started it: as root, mosquitto would switch to a "mosquitto" user that cannot write here.
+    lines.append(f"user {getpass.getuser()}")
+    return "\n".join(lines) + "\n" + extra
+
+
+class LocalBroker:
+    """One mosquitto process with the project's config; start, stop, restart and add users while it runs."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.passwords: dict[str, str] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        config = derive_config((CONFIG_DIR / "mosquitto.conf").read_text(), workdir, self.port, extra_config)
+        self.config_file = workdir / "mosquitto.conf"
+        self.config_file.write_text(config)
+        acl = (CONFIG_DIR / "acl").read_text()
+        (workdir / "acl").write_text(f"{acl}\nuser {ADMIN_USER}\ntopic readwrite #\n")
+        for user in (*SERVICE_USERS, ADMIN_USER):
+            self.add_user(user)
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def add_user(self, user: str) -> str:
+        password = secrets.token_urlsafe(12)
+        set_password(self.workdir / "passwd", user, password)
+        self.passwords[user] = password
+        self.reload()
+        return password
+
+    def add_camera(self, camera_id: str) -> str:
+        """A camera user with its ACL block, as ``scripts/mqtt_users.py camera`` makes in production."""
+        set_camera_acl(self.workdir / "acl", camera_id)
+        return self.add_user(camera_user(camera_id))
+
+    def env(self, user: str) -> dict[str, str]:
+        """The MQTT_* settings a service logged in as ``user`` needs."""
+        return {
+            "MQTT_HOST": self.host,
+            "MQTT_PORT": str(self.port),
+            "MQTT_USERNAME": user,
+            "MQTT_PASSWORD": self.passwords[user],
+        }
+
+    def camera_env(self, camera_id: str) -> dict[str, str]:
+        user = camera_user(camera_id)
+        if user not in self.passwords:
+            self.add_camera(camera_id)
+        return self.env(user)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self._process.returncode}; see {self.log_file}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"mosquitto did not listen on {self.port} within {timeout_s} s")
+
+    def reload(self) -> None:
+        """Mosquitto rereads the password and ACL files on SIGHUP."""
+        if self.running:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()

@@ -1,0 +1,106 @@
+"""Create or update broker users and print the lines for ``.env``.
+
+    python -m scripts.mqtt_users service detector           # a service user, random password
+    python -m scripts.mqtt_users camera front                # user cam-front, with its ACL block
+    python -m scripts.mqtt_users camera front --remove
+
+Passwords are hashed into ``mosquitto/config/passwd`` by ``mosquitto_passwd``; the broker reloads both files
+on SIGHUP (``docker compose kill -s HUP mosquitto``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from services.common import topics
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "mosquitto" / "config"
+SERVICE_USERS = ("detector", "notifier", "web", "homeassistant")
+BEGIN_CAMERAS = "# BEGIN cameras"
+END_CAMERAS = "# END cameras"
+
+
+def camera_user(camera_id: str) -> str:
+    return f"cam-{topics.validate_camera_id(camera_id)}"
+
+
+def camera_acl_block(camera_id: str) -> list[str]:
+    """A camera may publish only under its own cam/<id>/ and read only its own alarm commands."""
+    return [
+        f"user {camera_user(camera_id)}",
+        f"topic write {topics.frame(camera_id).removesuffix('/frame')}/#",
+        f"topic read {topics.alarm_set(camera_id)}",
+    ]
+
+
+def set_password(passwd_file: Path, user: str, password: str) -> None:
+    if shutil.which("mosquitto_passwd") is None:
+        sys.exit("mosquitto_passwd not found: install the mosquitto package (apt-get install mosquitto)")
+    passwd_file.touch(mode=0o600, exist_ok=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd_file), user, password], check=True)
+
+
+def remove_user(passwd_file: Path, user: str) -> None:
+    if passwd_file.exists():
+        subprocess.run(["mosquitto_passwd", "-D", str(passwd_file), user], check=True)
+
+
+def set_camera_acl(acl_file: Path, camera_id: str, *, present: bool = True) -> None:
+    """Write (or drop) the camera's block between the markers, leaving hand-written rules alone."""
+    lines = acl_file.read_text().splitlines()
+    begin, end = lines.index(BEGIN_CAMERAS), lines.index(END_CAMERAS)
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None  # lines before the first user line are comments
+    for line in lines[begin + 1 : end]:
+        if line.startswith("user "):
+            current = blocks.setdefault(line.split()[1], [])
+        if line.strip() and current is not None:
+            current.append(line)
+    user = camera_user(camera_id)
+    blocks.pop(user, None)
+    if present:
+        blocks[user] = camera_acl_block(camera_id)
+    body = [line for name in sorted(blocks) for line in blocks[name]]
+    acl_file.write_text("\n".join([*lines[: begin + 1], *body, *lines[end:]]) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("kind", choices=["service", "camera"])
+    parser.add_argument("name", help=f"service ({', '.join(SERVICE_USERS)}) or camera id")
+    parser.add_argument("--password", help="default: a new random one")
+    parser.add_argument("--remove", action="store_true")
+    parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
+    args = parser.parse_args(argv)
+
+    passwd_file, acl_file = args.config_dir / "passwd", args.config_dir / "acl"
+    if args.kind == "service" and args.name not in SERVICE_USERS:
+        parser.error(f"unknown service {args.name!r}; one of {', '.join(SERVICE_USERS)}")
+    try:
+        user = camera_user(args.name) if args.kind == "camera" else args.name
+    except ValueError as error:
+        parser.error(str(error))
+    if args.remove:
+        remove_user(passwd_file, user)
+        if args.kind == "camera":
+            set_camera_acl(acl_file, args.name, present=False)
+        print(f"removed {user}; reload the broker (SIGHUP) to apply")
+        return
+    password = args.password or secrets.token_urlsafe(18)
+    set_password(passwd_file, user, password)
+    if args.kind == "camera":
+        set_camera_acl(acl_file, args.name)
+    print(f"# {user}: reload the broker (SIGHUP) to apply, then put these in that service's .env")
+    print(f"MQTT_USERNAME={user}")
+    print(f"MQTT_PASSWORD={password}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Message schemas. Every JSON payload carries ``version``; consumers validate what they receive.
+
+Frames are not JSON: ``cam/<id>/frame`` is the bare JPEG, and its metadata rides as MQTT v5 user
+properties (see :class:`FrameMeta`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Literal, Self
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.common import topics
+
+SCHEMA_VERSION = 1
+
+# Frames bigger than this are refused by consumers; the broker's message_size_limit matches it.
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class BadPayload(ValueError):
+    """A message that does not follow the contract; counted and logged by the consumer, never fatal."""
+
+
+class Message(BaseModel):
+    """Base of every JSON message: versioned, strict about unknown versions, lenient about extra fields
+    (so an older consumer keeps working when a newer producer adds one)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: Literal[1] = 1
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        try:
+            return cls.model_validate_json(payload)
+        except ValidationError as error:
+            raise BadPayload(f"not a valid {cls.__name__}: {error.errors()[0]['msg']}") from error
+
+
+class FrameMeta(BaseModel):
+    """What rides with each frame as MQTT v5 user properties."""
+
+    model_config = ConfigDict(frozen=True)
+
+    captured_ms: int = Field(ge=0, description="Capture time, epoch milliseconds.")
+    seq: int = Field(ge=0, description="Sequence number, +1 per published frame, from 0 at camera start.")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+    def to_properties(self) -> Properties:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [
+            ("captured_ms", str(self.captured_ms)),
+            ("seq", str(self.seq)),
+            ("width", str(self.width)),
+            ("height", str(self.height)),
+        ]
+        return properties
+
+    @classmethod
+    def from_properties(cls, properties: Properties | None) -> FrameMeta | None:
+        """The frame's metadata, or None when the publisher sent none (e.g. a third-party camera)."""
+        pairs = getattr(properties, "UserProperty", None) if properties is not None else None
+        if not pairs:
+            return None
+        values = dict(pairs)
+        try:
+            return cls.model_validate({key: int(values[key]) for key in cls.model_fields})
+        except (KeyError, ValueError, ValidationError) as error:
+            raise BadPayload(f"bad frame properties {values}") from error
+
+
+def looks_like_jpeg(payload: bytes) -> bool:
+    """Cheap check before decoding: JPEG start-of-image and end-of-image markers."""
+    return payload[:3] == b"\xff\xd8\xff" and payload.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+class CameraInfo(Message):
+    """Retained on ``cam/<id>/info``: what the camera is and how its source is doing."""
+
+    camera: str
+    source_kind: Literal["device", "file", "stream", "picamera"]
+    source: str = Field(description="The source with any password removed.")
+    state: Literal["streaming", "reconnecting", "stopped"]
+    width: int | None = None
+    height: int | None = None
+    fps: float = Field(description="Publish rate cap, frames per second.")
+    source_fps: float | None = None
+    error: str | None = Field(None, description="Why the source is reconnecting, when it is.")
+    software_version: str
+    updated_at: float = Field(description="Epoch seconds.")
+
+    @field_validator("camera")
+    @classmethod
+    def camera_id(cls, value: str) -> str:
+        return topics.validate_camera_id(value)
+
+
+def parse_on_off(payload: bytes) -> bool:
+    """``ON``/``OFF`` (any case, also ``true``/``false``, ``1``/``0``) as a bool, else BadPayload."""
+    text = payload.decode("utf-8", "replace").strip().strip('"').upper()
+    if text in {"ON", "TRUE", "1"}:
+        return True
+    if text in {"OFF", "FALSE", "0"}:
+        return False
+    raise BadPayload(f"expected ON or OFF, got {payload[:40]!r}")
+
+
+def on_off(value: bool) -> str:
+    return topics.ON if value else topics.OFF
+
+
+class AlarmCommand(Message):
+    """``cam/<id>/alarm/set``: like Home Assistant's siren, JSON or plain ``ON``/``OFF``."""
+
+    state: Literal["ON", "OFF"]
+    tone: str | None = Field(None, max_length=64)
+    duration: float | None = Field(None, gt=0, le=600, description="Seconds; none = the camera's default.")
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def upper_state(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def parse(cls, payload: bytes) -> AlarmCommand:
+        stripped = payload.strip()
+        if stripped[:1] == b"{":
+            return super().parse(stripped)
+        return cls(state="ON" if parse_on_off(stripped) else "OFF")
+
+
+Box = tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]
+
+
+class DetectionEvent(Message):
+    """``cam/<id>/<label>``: one object's life from ``start`` through ``update``s to ``end``."""
+
+    type: Literal["start", "update", "end"]
+    event_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    camera: str
+    label: str
+    score: UnitFloat = Field(description="Smoothed (median) score of the latest sighting.")
+    top_score: UnitFloat = Field(description="Best smoothed score over the event so far.")
+    box: Box = Field(description="x_min, y_min, x_max, y_max, normalized 0-1.")
+    zones: list[str] = Field(default_factory=list)
+    started_at: float = Field(description="Epoch seconds of the first confirming frame's capture.")
+    ended_at: float | None = Field(None, description="Epoch seconds; set on end.")
+    frame_time: float = Field(description="Capture time of the frame this message describes, epoch seconds.")
+    detected_at: float = Field(description="When the detector finished with that frame, epoch seconds.")
+    snapshot: str | None = Field(
+        None, description="Annotated JPEG, base64; on start and on updates with a better view."
+    )
+
+    @field_validator("camera")
+    @classmethod
+    def camera_id(cls, value: str) -> str:
+        return topics.validate_camera_id(value)
+
+    @field_validator("label")
+    @classmethod
+    def label_level(cls, value: str) -> str:
+        return topics.label_slug(value)
+
+    def snapshot_jpeg(self) -> bytes | None:
+        if self.snapshot is None:
+            return None
+        try:
+            return base64.b64decode(self.snapshot, validate=True)
+        except binascii.Error as error:
+            raise BadPayload("snapshot is not base64") from error
+
+    @staticmethod
+    def encode_snapshot(jpeg: bytes) -> str:
+        return base64.b64encode(jpeg).decode("ascii")
+
+
+class CameraStats(BaseModel):
+    frames_in: int = 0
+    frames_stale: int = 0
+    frames_skipped_motion: int = 0
+    frames_bad: int = 0
+    inferences: int = 0
+    inference_ms_p50: float | None = None
+    inference_ms_p95: float | None = None
+    fps_in: float = 0.0
+    fps_inferred: float = 0.0
+    events: int = 0
+    detecting: bool = True
+
+
+class DetectorStats(Message):
+    """``sentrycam/detector/stats``, every 30 s."""
+
+    instance: str
+    interval_s: float
+    cameras: dict[str, CameraStats]
+    published_at: float
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON for small non-schema payloads (Home Assistant discovery configs and the like)."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,103 @@
+"""Settings shared by every service, read from the environment and a ``.env`` file.
+
+Each service subclasses :class:`ServiceSettings`. A bad value stops the service at start with exit code 2
+and one line naming the setting, so a typo in ``.env`` is found at boot and not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EXIT_BAD_SETTINGS = 2
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def split_comma_list(value: Any) -> Any:
+    """Let list settings be written the way people write them: ``person, car``."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A list setting written as comma-separated text in the environment (``EMAIL_TO=a@x, b@y``).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_comma_list)]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has: how to reach the broker, and how much to log."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Shown in .env.example as the section heading for the class's own fields.
+    section: ClassVar[str] = "MQTT broker and logging (every service)"
+
+    mqtt_host: str = Field("localhost", min_length=1, description="Host name or address of the MQTT broker.")
+    mqtt_port: int = Field(
+        1883, ge=1, le=65535, description="TCP port of the MQTT broker (8883 is usual for TLS)."
+    )
+    mqtt_username: str | None = Field(None, description="User name for the broker; empty for anonymous.")
+    mqtt_password: SecretStr | None = Field(None, description="Password for the broker user.")
+    mqtt_tls: bool = Field(False, description="Connect with TLS, verifying the broker's certificate.")
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate that signed the broker's certificate; empty = the system CAs."
+    )
+    log_level: LogLevel = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("mqtt_username", "mqtt_password", "mqtt_ca_file", mode="before")
+    @classmethod
+    def empty_means_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def upper_case_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first bad setting as the user wrote it (its environment variable)."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or "password" in name.lower() else f"={value!s}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {name}{shown}: {message}"
+
+
+def load_settings(settings_class: type[SettingsT], service: str) -> SettingsT:
+    """Read the settings, or stop the process with exit code 2 and one line naming the bad setting."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        print(f"sentrycam-{service}: {describe_error(error)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_SETTINGS)
+
+
+def setup_logging(service: str, level: str) -> logging.Logger:
+    """Log lines carry the service name, so interleaved logs of several services stay readable."""
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # paho logs every packet at DEBUG; it is noise even when the service itself is debugged.
+    logging.getLogger("paho").setLevel(logging.WARNING)
+    return logging.getLogger(f"sentrycam.{service}")

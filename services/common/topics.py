@@ -1,0 +1,119 @@
+"""The topic contract. Every topic string in SentryCam is built here and nowhere else (see docs/mqtt.md)."""
+
+from __future__ import annotations
+
+import re
+
+CAMERA_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+
+# Words under cam/<id>/ that are not detection labels, so no label may take them.
+RESERVED_WORDS = frozenset({"frame", "status", "info", "alarm", "detect"})
+
+ONLINE = "online"
+OFFLINE = "offline"
+ON = "ON"
+OFF = "OFF"
+
+ARMED_SET = "sentrycam/armed/set"
+ARMED_STATE = "sentrycam/armed/state"
+DETECTOR_STATS = "sentrycam/detector/stats"
+
+ALL_FRAMES = "cam/+/frame"
+ALL_STATUS = "cam/+/status"
+ALL_INFO = "cam/+/info"
+ALL_DETECT_SET = "cam/+/detect/set"
+ALL_DETECT_STATE = "cam/+/detect/state"
+ALL_ALARM_STATE = "cam/+/alarm/state"
+
+
+def validate_camera_id(camera_id: str) -> str:
+    """Refuse anything that could escape its topic level or a file name (wildcards, slashes, dots)."""
+    if not CAMERA_ID_RE.fullmatch(camera_id):
+        raise ValueError(
+            f"camera id {camera_id!r} must be 1-32 of a-z 0-9 _ -, starting with a letter or digit"
+        )
+    return camera_id
+
+
+def label_slug(label: str) -> str:
+    """A model label as a topic level: ``traffic light`` becomes ``traffic_light``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", label.strip().lower()).strip("_")
+    if not LABEL_RE.fullmatch(slug) or slug in RESERVED_WORDS:
+        raise ValueError(f"label {label!r} cannot be used as a topic level")
+    return slug
+
+
+def _cam(camera_id: str, *levels: str) -> str:
+    return "/".join(("cam", validate_camera_id(camera_id), *levels))
+
+
+def frame(camera_id: str) -> str:
+    return _cam(camera_id, "frame")
+
+
+def status(camera_id: str) -> str:
+    return _cam(camera_id, "status")
+
+
+def info(camera_id: str) -> str:
+    return _cam(camera_id, "info")
+
+
+def alarm_set(camera_id: str) -> str:
+    return _cam(camera_id, "alarm", "set")
+
+
+def alarm_state(camera_id: str) -> str:
+    return _cam(camera_id, "alarm", "state")
+
+
+def detect_set(camera_id: str) -> str:
+    return _cam(camera_id, "detect", "set")
+
+
+def detect_state(camera_id: str) -> str:
+    return _cam(camera_id, "detect", "state")
+
+
+def event(camera_id: str, label: str) -> str:
+    """Detection events for one label: ``cam/<id>/person``."""
+    return _cam(camera_id, label_slug(label))
+
+
+def label_state(camera_id: str, label: str) -> str:
+    return _cam(camera_id, label_slug(label), "state")
+
+
+def label_snapshot(camera_id: str, label: str) -> str:
+    return _cam(camera_id, label_slug(label), "snapshot")
+
+
+def all_events(label: str) -> str:
+    """Filter for one label's events on every camera: ``cam/+/person``."""
+    return f"cam/+/{label_slug(label)}"
+
+
+def camera_frames(camera_id: str | None) -> str:
+    """Frames of one camera, or of all of them when ``camera_id`` is None."""
+    return ALL_FRAMES if camera_id is None else frame(camera_id)
+
+
+def service_status(service: str) -> str:
+    return f"sentrycam/{service}/status"
+
+
+def camera_of(topic: str) -> str | None:
+    """The camera id of a ``cam/<id>/...`` topic, or None when the topic is not one of ours."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != "cam" or not CAMERA_ID_RE.fullmatch(parts[1]):
+        return None
+    return parts[1]
+
+
+def label_of_event(topic: str) -> str | None:
+    """The label of an event topic ``cam/<id>/<label>``, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 3 or camera_of(topic) is None or parts[2] in RESERVED_WORDS:
+        return None
+    return parts[2] if LABEL_RE.fullmatch(parts[2]) else None

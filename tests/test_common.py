@@ -1,0 +1,186 @@
+"""The shared library: topic contract, schemas, settings, and the MQTT client against a real broker."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scripts.localbroker import LocalBroker
+from services.common import schemas, topics
+from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.settings import ServiceSettings, describe_error
+from tests.support import REPO_ROOT, Collector, service_env
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "Front", "front/door", "+", "#", "a" * 33, "-front", "fr ont", "..", "ü"]
+)
+def test_camera_ids_that_could_escape_a_topic_level_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="camera id"):
+        topics.frame(bad)
+
+
+def test_topics_follow_the_contract() -> None:
+    assert topics.frame("front") == "cam/front/frame"
+    assert topics.status("back-yard_2") == "cam/back-yard_2/status"
+    assert topics.event("front", "person") == "cam/front/person"
+    assert topics.label_state("front", "traffic light") == "cam/front/traffic_light/state"
+    assert topics.alarm_set("front") == "cam/front/alarm/set"
+    assert topics.service_status("detector") == "sentrycam/detector/status"
+    assert topics.camera_of("cam/front/frame") == "front"
+    assert topics.camera_of("cam/+/frame") is None
+    assert topics.label_of_event("cam/front/person") == "person"
+    assert topics.label_of_event("cam/front/frame") is None
+    with pytest.raises(ValueError):
+        topics.event("front", "frame")
+
+
+def test_frame_metadata_round_trips_through_user_properties() -> None:
+    meta = schemas.FrameMeta(captured_ms=1_700_000_000_123, seq=7, width=640, height=480)
+    assert schemas.FrameMeta.from_properties(meta.to_properties()) == meta
+    assert schemas.FrameMeta.from_properties(None) is None
+
+
+def test_alarm_commands_take_json_or_plain_words() -> None:
+    assert schemas.AlarmCommand.parse(b"ON").state == "ON"
+    assert schemas.AlarmCommand.parse(b" off ").state == "OFF"
+    command = schemas.AlarmCommand.parse(b'{"state": "on", "tone": "siren", "duration": 10}')
+    assert (command.state, command.tone, command.duration) == ("ON", "siren", 10)
+    for bad in (b"LOUD", b"{", b'{"state": "ON", "duration": -1}', b'{"version": 2, "state": "ON"}', b""):
+        with pytest.raises(schemas.BadPayload):
+            schemas.AlarmCommand.parse(bad)
+
+
+def test_detection_events_validate_and_carry_the_snapshot() -> None:
+    jpeg = b"\xff\xd8\xff\xe0fake\xff\xd9"
+    event = schemas.DetectionEvent(
+        type="start",
+        event_id="front-1",
+        camera="front",
+        label="person",
+        score=0.7,
+        top_score=0.7,
+        box=(0.1, 0.2, 0.3, 0.9),
+        started_at=1.0,
+        frame_time=1.0,
+        detected_at=1.02,
+        snapshot=schemas.DetectionEvent.encode_snapshot(jpeg),
+    )
+    again = schemas.DetectionEvent.parse(event.to_json())
+    assert again.snapshot_jpeg() == jpeg
+    with pytest.raises(schemas.BadPayload):
+        schemas.DetectionEvent.parse(event.to_json().replace(b'"front"', b'"../etc"'))
+    with pytest.raises(schemas.BadPayload):
+        schemas.DetectionEvent.parse(b'{"version": 1, "type": "start"}')
+
+
+def test_a_bad_setting_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQTT_PORT", "70000")
+    with pytest.raises(Exception) as caught:
+        ServiceSettings()
+    line = describe_error(caught.value)  # type: ignore[arg-type]
+    assert line.startswith("invalid setting MQTT_PORT=70000:")
+    assert "\n" not in line
+
+
+def test_a_bad_password_setting_is_not_echoed() -> None:
+    env = service_env({"MQTT_PASSWORD": "hunter2", "MQTT_CA_FILE": "/nonexistent/ca.pem"})
+    code = "from services.common.settings import *; load_settings(ServiceSettings, 'x')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentrycam-x: invalid setting MQTT_CA_FILE=/nonexistent/ca.pem: no such file: /nonexistent/ca.pem"
+    ]
+    assert "hunter2" not in result.stderr
+
+
+def test_rate_limited_log_reports_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    log = RateLimitedLog(logging.getLogger("test"), interval_s=0.2)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            log.report("front", "bad frame")
+        time.sleep(0.25)
+        log.report("front", "bad frame")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad frame",
+        "bad frame (4 more since the last report)",
+    ]
+
+
+def _client(broker: LocalBroker, monkeypatch: pytest.MonkeyPatch, user: str, status: str) -> MqttClient:
+    for key, value in broker.env(user).items():
+        monkeypatch.setenv(key, value)
+    return MqttClient(
+        ServiceSettings(), client_id=f"test-{user}", status_topic=status, logger=logging.getLogger(user)
+    )
+
+
+def test_client_waits_for_a_late_broker_and_resubscribes_after_a_restart(
+    own_broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_broker.stop()
+    client = _client(own_broker, monkeypatch, "detector", topics.service_status("detector"))
+    received: list[bytes] = []
+    client.subscribe(topics.ALL_FRAMES, lambda message: received.append(bytes(message.payload)))
+    client.start()
+    try:
+        time.sleep(1.5)
+        assert not client.connected.is_set()
+        own_broker.start()
+        assert client.connected.wait(10), "did not connect once the broker came up"
+
+        own_broker.restart(down_s=0.5)
+        assert client.connected.wait(10), "did not reconnect after the broker restarted"
+        watcher = Collector(own_broker, topics.service_status("detector"))
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            watcher.publish(topics.frame("front"), b"frame", qos=0)
+            time.sleep(0.1)
+        assert received, "subscription was not restored after the reconnect"
+        assert watcher.wait_for(topics.service_status("detector")).payload == b"online"
+    finally:
+        client.stop()
+    assert watcher.wait_for(topics.service_status("detector"), lambda m: m.payload == b"offline")
+    watcher.close()
+
+
+def test_a_failing_handler_does_not_stop_the_client(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(broker, monkeypatch, "web", topics.service_status("web"))
+    received: list[bytes] = []
+
+    def handler(message: object) -> None:
+        payload = message.payload  # type: ignore[attr-defined]
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        received.append(payload)
+
+    client.subscribe(topics.status("handlertest"), handler)
+    client.start()
+    try:
+        assert client.connected.wait(5)
+        publisher = Collector(broker)
+        publisher.publish(topics.status("handlertest"), b"boom")
+        publisher.publish(topics.status("handlertest"), b"online")
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == [b"online"]
+        assert client.handler_errors == 1
+        publisher.close()
+    finally:
+        client.stop()
+
+
+def test_env_example_lists_every_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.envfile", "--check"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
