@@ -223,21 +223,27 @@ class EventStore:
         """After a crash: delete files no row points at, forget snapshots whose file is gone."""
         with self._lock:
             rows = self._db.execute("SELECT event_id, snapshot, thumbnail FROM events").fetchall()
-            referenced = {name for row in rows for name in (row["snapshot"], row["thumbnail"]) if name}
-            orphans = [path for path in self.snapshot_dir.iterdir() if path.name not in referenced]
-            for path in orphans:
-                path.unlink(missing_ok=True)
-            missing = [
+            missing = {
                 row["event_id"]
                 for row in rows
                 if row["snapshot"] and not (self.snapshot_dir / row["snapshot"]).is_file()
-            ]
+            }
             for event_id in missing:
                 self._db.execute(
                     "UPDATE events SET snapshot = NULL, thumbnail = NULL, snapshot_bytes = 0 "
                     "WHERE event_id = ?",
                     (event_id,),
                 )
+            referenced = {
+                name
+                for row in rows
+                if row["event_id"] not in missing
+                for name in (row["snapshot"], row["thumbnail"])
+                if name
+            }
+            orphans = [path for path in self.snapshot_dir.iterdir() if path.name not in referenced]
+            for path in orphans:
+                path.unlink(missing_ok=True)
         if orphans or missing:
             self._logger.warning(
                 "cleanup: removed %d unreferenced files, %d events lost their snapshot",

@@ -188,6 +188,8 @@ class WebRelay:
         self.hub.put(camera, payload, meta)
 
     def _on_status(self, camera: str, payload: bytes) -> None:
+        if not payload:  # a cleared retained message
+            return
         text = payload.decode("utf-8", "replace").strip()
         if text not in (topics.ONLINE, topics.OFFLINE):
             self._bad(topics.status(camera), f"expected online or offline, got {text[:40]!r}")
