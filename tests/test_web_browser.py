@@ -1,0 +1,138 @@
+"""A real browser (Debian's Chromium via Playwright) against the relay running as its own process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from scripts.localbroker import LocalBroker, free_port
+from services.common import topics
+from tests.support import REPO_ROOT, Collector, ServiceProcess
+from tests.web_helpers import PASSWORD, USERNAME, Publisher, detection, footage_frames
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def start_relay(
+    broker: LocalBroker, service: Callable[[str, dict[str, str]], ServiceProcess], data_dir: Path
+) -> str:
+    port = free_port()
+    relay = service(
+        "web",
+        {
+            **broker.env("web"),
+            "WEB_USERNAME": USERNAME,
+            "WEB_PASSWORD": PASSWORD,
+            "WEB_PORT": str(port),
+            "WEB_HOST": "127.0.0.1",
+            "WEB_DATA_DIR": str(data_dir),
+        },
+    )
+    relay.wait_for_log("serving on")
+    relay.wait_for_log("connected to")
+    return f"http://127.0.0.1:{port}"
+
+
+def log_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("input[name=username]", USERNAME)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{base}/")
+
+
+def test_browser_sees_live_pictures_new_events_and_controls(
+    broker: LocalBroker,
+    service: Callable[[str, dict[str, str]], ServiceProcess],
+    collector: Callable[..., Collector],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    camera = "web-browser"
+    publisher = Publisher(broker)
+    publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+
+    # The notifier owns sentrycam/armed/state; until it runs in this test, this client answers for it.
+    def echo_armed(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        _client.publish(topics.ARMED_STATE, message.payload, qos=1, retain=True)
+
+    armed_commands = collector(topics.ARMED_SET)
+    publisher.client.message_callback_add(topics.ARMED_SET, echo_armed)
+    publisher.client.subscribe(topics.ARMED_SET, qos=1)
+
+    publisher.announce(camera)
+    base = start_relay(broker, service, tmp_path / "web")
+    page = browser.new_page(viewport={"width": 412, "height": 915})  # a phone
+    try:
+        with publisher.streaming(camera, fps=10):
+            log_in(page, base)
+            card = page.locator(f'.camera[data-camera="{camera}"]')
+            expect(card.locator(".badge")).to_have_text("online")
+            image = card.locator("img.live")
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth === 640", arg=image.element_handle(), timeout=10_000
+            )
+            first_look = image.screenshot()
+            time.sleep(1.0)
+            second_look = image.screenshot()
+            assert first_look != second_look, "the live picture did not change"
+            page.screenshot(path=str(ARTIFACTS / "web-live.png"), full_page=True)
+
+            # Disarm from the page; the state shown follows the retained armed/state.
+            armed = page.locator("#armed")
+            expect(armed).to_have_text("Armed")
+            armed.click()
+            assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
+            expect(armed).to_have_text("Disarmed")
+
+            # A person event appears on the open timeline without a reload.
+            page.goto(f"{base}/events")
+            page.evaluate("window.notReloaded = true")
+            event_id = f"{camera}-{int(time.time() * 1000)}-person"
+            publisher.send(
+                topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[4])
+            )
+            row = page.locator(f'li[data-event="{event_id}"]')
+            expect(row).to_be_visible(timeout=10_000)
+            expect(row.locator(".what")).to_contain_text(f"person on {camera}")
+            assert page.evaluate("window.notReloaded") is True
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0",
+                arg=row.locator("img").element_handle(),
+                timeout=10_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "web-timeline.png"), full_page=True)
+            row.locator("a").click()
+            expect(page).to_have_url(f"{base}/events/{event_id}")
+            expect(page.locator("img.snapshot")).to_be_visible()
+    finally:
+        page.close()
+        publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+        publisher.forget(camera)
+        publisher.close()
