@@ -8,6 +8,7 @@ broker address and each service's broker login.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -48,6 +49,19 @@ def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | 
     return {"CAMERA_SOURCE": source, "CAMERA_ID": camera_id, **broker.camera_env(camera_id)}
 
 
+def web_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
+    env = {**broker.env("web"), "WEB_DATA_DIR": config.get("WEB_DATA_DIR") or str(RUN_DIR / "web")}
+    if not (config.get("WEB_PASSWORD") or config.get("WEB_PASSWORD_HASH")):
+        # A fresh password for this run, shown once; set WEB_PASSWORD in .env to keep one.
+        env["WEB_PASSWORD"] = secrets.token_urlsafe(12)
+        user = config.get("WEB_USERNAME", "admin")
+        print(
+            f"web: log in as {user} with password {env['WEB_PASSWORD']} (set WEB_PASSWORD to choose one)",
+            flush=True,
+        )
+    return env
+
+
 def service_user_env(user: str) -> Callable[[LocalBroker, dict[str, str]], dict[str, str] | None]:
     return lambda broker, _config: broker.env(user)
 
@@ -57,7 +71,7 @@ SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | 
     "camera": camera_env,
     "detector": service_user_env("detector"),
     "notifier": service_user_env("notifier"),
-    "web": service_user_env("web"),
+    "web": web_env,
 }
 
 

@@ -74,9 +74,15 @@ class FrameHub:
         return self._closed
 
 
-def multipart_part(jpeg: bytes) -> bytes:
-    header = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-    return header.encode() + jpeg + b"\r\n"
+def multipart_part(frame: Frame) -> bytes:
+    """One part of the stream; the camera's sequence number and the arrival time let a client (the
+    benchmark, a debugging session) see which frames it skipped and how long each took."""
+    camera_seq = frame.meta.seq if frame.meta else -1
+    header = (
+        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n"
+        f"X-Frame-Seq: {camera_seq}\r\nX-Arrived-Ms: {frame.arrived_at * 1000:.1f}\r\n\r\n"
+    )
+    return header.encode() + frame.jpeg + b"\r\n"
 
 
 def mjpeg_stream(hub: FrameHub, camera: str) -> Iterator[bytes]:
@@ -85,14 +91,14 @@ def mjpeg_stream(hub: FrameHub, camera: str) -> Iterator[bytes]:
     latest = hub.latest(camera)
     if latest is not None:
         seq = latest.seq
-        yield multipart_part(latest.jpeg)
+        yield multipart_part(latest)
     while not hub.closed:
         frame = hub.wait_newer(camera, seq, FRAME_WAIT_S)
         if frame is None:
             # Quiet camera: repeat what we have so the connection stays alive through proxies.
             latest = hub.latest(camera)
             if latest is not None:
-                yield multipart_part(latest.jpeg)
+                yield multipart_part(latest)
             continue
         seq = frame.seq
-        yield multipart_part(frame.jpeg)
+        yield multipart_part(frame)
