@@ -93,7 +93,7 @@ class Publisher:
         stop = threading.Event()
 
         def run() -> None:
-            frames = footage_frames()
+            frames = footage_frames(count=40, step=2)  # 4 s of distinct pictures before the loop
             index = 0
             while not stop.wait(1 / fps):
                 self.frame(camera, frames[index % len(frames)])
