@@ -113,6 +113,9 @@ class LocalBroker:
             [find_mosquitto(), "-c", str(self.config_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C on scripts/run must reach the runner only, which
+            # stops the services first (so they can still say offline) and the broker last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
