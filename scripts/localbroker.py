@@ -135,6 +135,16 @@ class LocalBroker:
             self._process.send_signal(signal.SIGHUP)
             time.sleep(0.2)
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is read, like a hung broker or a
+        saturated link. ``resume()`` thaws it."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -204,3 +204,21 @@ def test_an_ip_camera_stream_is_followed_live_reopened_when_dropped_and_its_pass
         assert "hunter" not in process.log
     finally:
         ipcam.stop()
+
+
+def test_a_network_slower_than_the_frames_drops_frames_instead_of_queueing_them(
+    own_broker, collector, service
+):
+    camera = "slow-net"
+    # 4K frames at 10 fps: far more than the socket buffers hold while the broker reads nothing.
+    process = service("camera", camera_settings(own_broker, camera, CAMERA_FPS="10", CAMERA_WIDTH="3840"))
+    watch = collector(topics.frame(camera), on=own_broker)
+    watch.wait_count(topics.frame(camera), 2, timeout=15)
+    own_broker.pause()
+    try:
+        process.wait_for_log(r"the network is slower than the frames; \d+ dropped", timeout=15)
+    finally:
+        own_broker.resume()
+    seen = len(watch.on(topics.frame(camera)))
+    watch.wait_count(topics.frame(camera), seen + 3, timeout=15)
+    assert process.process.poll() is None

@@ -20,3 +20,7 @@ ALARM_MIN_PLAY_S = 0.5
 ALARM_STOP_TIMEOUT_S = 2.0
 # How long closing a live source waits for its reading thread before leaving it to finish on its own.
 LIVE_CLOSE_WAIT_S = 2.0
+# Frames handed to paho but not yet written to the socket; beyond this the network is behind and new
+# frames are dropped rather than queued.
+MAX_UNSENT_FRAMES = 2
+UNSENT_FORGET_S = 5.0

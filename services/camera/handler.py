@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 import cv2
 import paho.mqtt.client as mqtt
 
 from services.camera.alarm import Alarm
-from services.camera.const import REOPEN_MAX_DELAY_S, REOPEN_MIN_DELAY_S
+from services.camera.const import MAX_UNSENT_FRAMES, REOPEN_MAX_DELAY_S, REOPEN_MIN_DELAY_S, UNSENT_FORGET_S
 from services.camera.settings import CameraSettings
 from services.camera.sources import Frame, Image, Source, SourceError, make_source
 from services.common import __version__, topics
@@ -50,6 +51,9 @@ class Camera:
         self._info_lock = threading.Lock()
         self.bad_commands = 0
         self._bad_log = RateLimitedLog(logger)
+        self.frames_dropped = 0
+        self._slow_log = RateLimitedLog(logger)
+        self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
         self.mqtt = MqttClient(
             settings, client_id=f"camera-{self._id}", status_topic=topics.status(self._id), logger=logger
         )
@@ -158,14 +162,35 @@ class Camera:
             # Keep to the schedule; after a stall, start a new one instead of bursting to catch up.
             due = max(due + self._interval_s, time.monotonic() - self._interval_s / 2)
 
+    def _network_keeps_up(self) -> bool:
+        """False while earlier frames still wait to be written to the socket: then this frame is dropped
+        (before it costs an encode) instead of growing a queue of ever staler frames in paho."""
+        now = time.monotonic()
+        while self._unsent:
+            queued_at, info = self._unsent[0]
+            # Frames queued before a reconnect are discarded by paho and never reported as sent.
+            if info.is_published() or now - queued_at > UNSENT_FORGET_S:
+                self._unsent.popleft()
+            else:
+                break
+        return len(self._unsent) < MAX_UNSENT_FRAMES
+
     def _publish_frame(self, frame: Frame) -> None:
+        if not self._network_keeps_up():
+            self.frames_dropped += 1
+            self._slow_log.report(
+                "slow", f"the network is slower than the frames; {self.frames_dropped} dropped"
+            )
+            return
         image = resize_to_width(frame.image, self._settings.camera_width)
         height, width = image.shape[:2]
         self._size = (width, height)
         meta = FrameMeta(captured_ms=frame.captured_ms, seq=self._seq, width=width, height=height)
         jpeg = encode_jpeg(image, self._settings.camera_jpeg_quality)
         # QoS 0 and dropped while disconnected: a stale frame is worth nothing.
-        self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
+        info = self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._unsent.append((time.monotonic(), info))
         self._seq += 1
 
     def _watch_connection(self, stop: threading.Event) -> None:
