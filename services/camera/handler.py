@@ -195,8 +195,8 @@ class Camera:
 
     def _watch_connection(self, stop: threading.Event) -> None:
         was_connected = False
-        while not stop.is_set():
-            connected = self.mqtt.connected.wait(0.2)
+        while not stop.wait(0.2):
+            connected = self.mqtt.connected.is_set()
             if connected and not was_connected:
                 self._on_connected()
             was_connected = connected
