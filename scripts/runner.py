@@ -62,7 +62,9 @@ def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | 
 
 
 def web_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
-    env = {**broker.env("web"), "WEB_DATA_DIR": config.get("WEB_DATA_DIR") or str(RUN_DIR / "web")}
+    # The broker lives in <run dir>/broker; the relay's events and key go beside it.
+    data_dir = config.get("WEB_DATA_DIR") or str(broker.workdir.parent / "web")
+    env = {**broker.env("web"), "WEB_DATA_DIR": data_dir}
     if not (config.get("WEB_PASSWORD") or config.get("WEB_PASSWORD_HASH")):
         # A fresh password for this run, shown once; set WEB_PASSWORD in .env to keep one.
         env["WEB_PASSWORD"] = secrets.token_urlsafe(12)
