@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
+from tests.camera_helpers import camera_settings
 from tests.support import REPO_ROOT, Collector, ServiceProcess
 from tests.web_helpers import PASSWORD, USERNAME, Publisher, detection, footage_frames
 
@@ -86,58 +87,64 @@ def test_browser_sees_live_pictures_new_events_and_controls(
     publisher.client.message_callback_add(topics.ARMED_SET, echo_armed)
     publisher.client.subscribe(topics.ARMED_SET, qos=1)
 
-    publisher.announce(camera)
     base = start_relay(broker, service, tmp_path / "web")
+    # The real camera service streams the shared person clip through the broker.
+    camera_process = service(
+        "camera", camera_settings(broker, camera, CAMERA_FPS="10", CAMERA_LOOP="true", CAMERA_WIDTH="640")
+    )
     page = browser.new_page(viewport={"width": 412, "height": 915})  # a phone
     try:
-        with publisher.streaming(camera, fps=10):
-            log_in(page, base)
-            card = page.locator(f'.camera[data-camera="{camera}"]')
-            expect(card.locator(".badge")).to_have_text("online")
-            image = card.locator("img.live")
-            page.wait_for_function(
-                "img => img.complete && img.naturalWidth === 640", arg=image.element_handle(), timeout=10_000
-            )
-            # Two looks half a second apart (five new frames); the footage loops, so look again
-            # a few times before calling the picture frozen.
-            first_look = image.screenshot()
-            for _ in range(10):
-                time.sleep(0.5)
-                if image.screenshot() != first_look:
-                    break
-            else:
-                raise AssertionError("the live picture did not change in 5 s")
-            page.screenshot(path=str(ARTIFACTS / "web-live.png"), full_page=True)
+        log_in(page, base)
+        card = page.locator(f'.camera[data-camera="{camera}"]')
+        expect(card.locator(".badge")).to_have_text("online")
+        image = card.locator("img.live")
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth === 640", arg=image.element_handle(), timeout=10_000
+        )
+        # Two looks half a second apart (five new frames); the clip starts with a still, empty room, so
+        # look again a few times before calling the picture frozen.
+        first_look = image.screenshot()
+        for _ in range(10):
+            time.sleep(0.5)
+            if image.screenshot() != first_look:
+                break
+        else:
+            raise AssertionError("the live picture did not change in 5 s")
+        page.screenshot(path=str(ARTIFACTS / "web-live.png"), full_page=True)
 
-            # Disarm from the page; the state shown follows the retained armed/state.
-            armed = page.locator("#armed")
-            expect(armed).to_have_text("Armed")
-            armed.click()
-            assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
-            expect(armed).to_have_text("Disarmed")
+        # Disarm from the page; the state shown follows the retained armed/state.
+        armed = page.locator("#armed")
+        expect(armed).to_have_text("Armed")
+        armed.click()
+        assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
+        expect(armed).to_have_text("Disarmed")
 
-            # A person event appears on the open timeline without a reload.
-            page.goto(f"{base}/events")
-            page.evaluate("window.notReloaded = true")
-            event_id = f"{camera}-{int(time.time() * 1000)}-person"
-            publisher.send(
-                topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[4])
-            )
-            row = page.locator(f'li[data-event="{event_id}"]')
-            expect(row).to_be_visible(timeout=10_000)
-            expect(row.locator(".what")).to_contain_text(f"person on {camera}")
-            assert page.evaluate("window.notReloaded") is True
-            page.wait_for_function(
-                "img => img.complete && img.naturalWidth > 0",
-                arg=row.locator("img").element_handle(),
-                timeout=10_000,
-            )
-            page.screenshot(path=str(ARTIFACTS / "web-timeline.png"), full_page=True)
-            row.locator("a").click()
-            expect(page).to_have_url(f"{base}/events/{event_id}")
-            expect(page.locator("img.snapshot")).to_be_visible()
+        # A person event appears on the open timeline without a reload.
+        page.goto(f"{base}/events")
+        page.evaluate("window.notReloaded = true")
+        event_id = f"{camera}-{int(time.time() * 1000)}-person"
+        publisher.send(
+            topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[4])
+        )
+        row = page.locator(f'li[data-event="{event_id}"]')
+        expect(row).to_be_visible(timeout=10_000)
+        expect(row.locator(".what")).to_contain_text(f"person on {camera}")
+        assert page.evaluate("window.notReloaded") is True
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0",
+            arg=row.locator("img").element_handle(),
+            timeout=10_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "web-timeline.png"), full_page=True)
+        row.locator("a").click()
+        expect(page).to_have_url(f"{base}/events/{event_id}")
+        expect(page.locator("img.snapshot")).to_be_visible()
+
+        # The camera goes away: its card says so.
+        page.goto(f"{base}/")
+        assert camera_process.stop() == 0
+        expect(card.locator(".badge")).to_have_text("offline")
     finally:
         page.close()
         publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
-        publisher.forget(camera)
         publisher.close()
