@@ -353,3 +353,28 @@ def test_server_sent_events_bring_new_events_to_open_pages(
     else:
         raise AssertionError("no event on the stream")
     stream.close()
+
+
+def test_a_lost_broker_is_shown_and_controls_wait_for_it(own_broker: LocalBroker, tmp_path: Path) -> None:
+    with running_relay(own_broker, tmp_path / "web") as (relay, app):
+        client, token = logged_in(app)
+        stream = client.get("/api/stream", buffered=False)
+        chunks = (bytes(chunk) for chunk in stream.response)  # type: ignore[arg-type]
+        assert b'"broker_connected":true' in next(chunks)
+        relay.check_broker()  # what the service's main loop does every second
+        assert next(chunks) == b'event: broker\ndata: {"connected":true}\n\n'
+        own_broker.stop()
+        wait_until(lambda: not relay.broker_connected, what="broker lost")
+        relay.check_broker()
+        assert next(chunks) == b'event: broker\ndata: {"connected":false}\n\n'
+        assert client.get("/healthz").get_json()["broker_connected"] is False
+        page = client.get("/").get_data(as_text=True)
+        assert '<div id="broker-lost" class="banner" >' in page
+        refused = client.post("/api/armed", json={"armed": False}, headers={"X-CSRF-Token": token})
+        assert refused.status_code == 503
+        own_broker.start()
+        wait_until(lambda: relay.broker_connected, timeout=20, what="broker back")
+        relay.check_broker()
+        assert next(chunks) == b'event: broker\ndata: {"connected":true}\n\n'
+        assert 'id="broker-lost" class="banner" hidden' in client.get("/").get_data(as_text=True)
+        stream.close()
