@@ -98,8 +98,12 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         card = page.locator(f'.camera[data-camera="{camera}"]')
         expect(card.locator(".badge")).to_have_text("online")
         image = card.locator("img.live")
+        # Found again on every check: the grid reloads once when the camera appears after the page.
         page.wait_for_function(
-            "img => img.complete && img.naturalWidth === 640", arg=image.element_handle(), timeout=10_000
+            "id => { const img = document.querySelector(`.camera[data-camera='${id}'] img.live`);"
+            " return img !== null && img.complete && img.naturalWidth === 640; }",
+            arg=camera,
+            timeout=10_000,
         )
         # Two looks half a second apart (five new frames); the clip starts with a still, empty room, so
         # look again a few times before calling the picture frozen.

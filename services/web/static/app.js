@@ -30,10 +30,15 @@
   }
   armedButton.addEventListener("click", () => post("/api/armed", { armed: armedButton.dataset.armed === "OFF" }));
 
+  let reloading = false;
   function showCamera(cam) {
     const card = document.querySelector(`.camera[data-camera="${cam.id}"]`);
     if (!card) {
-      if (document.body.dataset.page === "live") location.reload(); // a new camera: rebuild the grid
+      // A new camera: rebuild the grid, once for a burst of messages (its status and info come together).
+      if (document.body.dataset.page === "live" && !reloading) {
+        reloading = true;
+        setTimeout(() => location.reload(), 500);
+      }
       return;
     }
     card.classList.toggle("offline", !cam.online);
