@@ -141,7 +141,7 @@ def test_cameras_come_from_retained_topics_and_show_offline(
         assert cams[0]["online"] is True
         assert cams[0]["info"]["width"] == 640
         page = client.get("/").get_data(as_text=True)
-        assert f'data-camera="{camera}"' in page and f"/cam/{camera}/live.mjpg" in page
+        assert f'data-camera="{camera}"' in page
         publisher.send(topics.status(camera), topics.OFFLINE, retain=True)
         wait_until(lambda: relay.camera(camera)["online"] is False, what="offline")  # type: ignore[index]
         assert "offline" in client.get("/").get_data(as_text=True)

@@ -127,7 +127,9 @@ class WebRelay:
     def cameras(self) -> list[dict[str, Any]]:
         with self._lock:
             states = [state for state in self._cameras.values() if state.status or state.info]
-        return [state.as_dict(self.hub) for state in sorted(states, key=lambda s: s.camera)]
+        # Online cameras first: the page streams the first few live.
+        ordered = sorted(states, key=lambda s: (s.status != topics.ONLINE, s.camera))
+        return [state.as_dict(self.hub) for state in ordered]
 
     def camera(self, camera: str) -> dict[str, Any] | None:
         with self._lock:

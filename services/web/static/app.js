@@ -49,6 +49,7 @@
     const alarm = card.querySelector("button.alarm");
     alarm.dataset.state = cam.alarm || "";
     alarm.textContent = cam.alarm === "ON" ? "Stop alarm" : "Sound alarm";
+    if (document.readyState === "complete") showPictures();
   }
   document.querySelectorAll(".camera").forEach((card) => {
     const id = card.dataset.camera;
@@ -56,10 +57,40 @@
       post(`/api/cameras/${id}/detect`, { enabled: e.target.dataset.state === "OFF" }));
     card.querySelector("button.alarm").addEventListener("click", (e) =>
       post(`/api/cameras/${id}/alarm`, { state: e.target.dataset.state === "ON" ? "OFF" : "ON" }));
-    // A stream that broke (relay restart) is reopened; a cache-busting query makes the browser reconnect.
+    // A stream that broke (relay restart) is reopened.
     const img = card.querySelector("img.live");
-    img.addEventListener("error", () => setTimeout(() => { img.src = `/cam/${id}/live.mjpg?t=${Date.now()}`; }, 2000));
+    img.addEventListener("load", () => img.classList.remove("broken"));
+    img.addEventListener("error", () => {
+      img.classList.add("broken");
+      if (img.dataset.mode === "stream") setTimeout(() => { img.dataset.mode = ""; showPictures(); }, 2000);
+    });
   });
+
+  // Browsers open at most six connections to one server over HTTP/1.1, and every MJPEG stream holds one:
+  // the first MAX_STREAMS online cameras stream, the others show a still refreshed every second, and offline
+  // cameras show their last picture.
+  const MAX_STREAMS = 4;
+  function showPictures() {
+    let streams = 0;
+    document.querySelectorAll(".camera").forEach((card) => {
+      const id = card.dataset.camera;
+      const img = card.querySelector("img.live");
+      const online = !card.classList.contains("offline");
+      const mode = online && streams < MAX_STREAMS ? "stream" : online ? "still" : "last";
+      if (mode === "stream") streams += 1;
+      if (img.dataset.mode === mode) return;
+      img.dataset.mode = mode;
+      img.src = `/cam/${id}/${mode === "stream" ? "live.mjpg" : "latest.jpg"}?t=${Date.now()}`;
+    });
+  }
+  // Streams start after the page has loaded: an MJPEG stream never finishes, so it would hold the load event.
+  if (document.readyState === "complete") showPictures();
+  else window.addEventListener("load", showPictures);
+  setInterval(() => {
+    document.querySelectorAll('img.live[data-mode="still"]').forEach((img) => {
+      img.src = img.src.replace(/\?t=\d+$/, "?t=" + Date.now());
+    });
+  }, 1000);
 
   const timeline = document.getElementById("timeline");
   function showEvent(ev) {
