@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -378,3 +379,23 @@ def test_a_lost_broker_is_shown_and_controls_wait_for_it(own_broker: LocalBroker
         assert next(chunks) == b'event: broker\ndata: {"connected":true}\n\n'
         assert 'id="broker-lost" class="banner" hidden' in client.get("/").get_data(as_text=True)
         stream.close()
+
+
+def test_the_timeline_pages_on_to_older_events(web: tuple[WebRelay, Flask], publisher: Publisher) -> None:
+    relay, app = web
+    client, _token = logged_in(app)
+    camera = "web-pages"
+    started = time.time() - 3600
+    for index in range(105):
+        event_id = f"{camera}-{index}-person"
+        publisher.client.publish(
+            topics.event(camera, "person"), detection(camera, event_id, "start", None, started + index), qos=1
+        )
+    wait_until(lambda: relay.store.get(f"{camera}-104-person") and relay.store.get(f"{camera}-0-person"))
+    first = client.get(f"/events?camera={camera}").get_data(as_text=True)
+    assert f"{camera}-104-person" in first and f'data-event="{camera}-4-person"' not in first
+    older = re.search(r'<a href="(\?[^"]+)">Older events</a>', first)
+    assert older is not None
+    second = client.get("/events" + older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert f'data-event="{camera}-4-person"' in second and f'data-event="{camera}-5-person"' not in second
+    assert "Older events" not in second
