@@ -93,6 +93,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--viewers", default="1,10,50")
+    parser.add_argument(
+        "--server", choices=("waitress", "cheroot"), default="waitress", help="cheroot: for comparison only"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.viewers.split(",")]
 
@@ -111,7 +114,9 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
         }
     )
-    relay = subprocess.Popen([sys.executable, "-m", "services.web"], env=env, cwd=workdir)
+    module = "services.web" if args.server == "waitress" else "bench.web_cheroot"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    relay = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=workdir)
     publisher = Publisher(broker)
     publisher.announce(CAMERA)
     frames = footage_frames(count=50, step=2)
@@ -143,7 +148,8 @@ def main() -> None:
         idle_cpu_per_min = (clock_ticks(relay.pid) - cpu0) / args.seconds * 60
         idle_rss = rss_mb(relay.pid)
         print(
-            f"frame size {statistics.mean(len(f) for f in frames) / 1024:.0f} KiB, {FPS:.0f} fps, "
+            f"server {args.server}; frame size {statistics.mean(len(f) for f in frames) / 1024:.0f} KiB, "
+            f"{FPS:.0f} fps, "
             f"{args.seconds:.0f} s per phase"
         )
         print(f"baseline (no viewer): relay CPU {idle_cpu_per_min:.2f} s/min, RSS {idle_rss:.1f} MB")
