@@ -54,8 +54,14 @@ class Camera:
         self.frames_dropped = 0
         self._slow_log = RateLimitedLog(logger)
         self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
+        self._alarm_on = False
+        self._alarm_lock = threading.Lock()
         self.mqtt = MqttClient(
-            settings, client_id=f"camera-{self._id}", status_topic=topics.status(self._id), logger=logger
+            settings,
+            client_id=f"camera-{self._id}",
+            status_topic=topics.status(self._id),
+            logger=logger,
+            on_connect=self._on_connected,
         )
         self.alarm = Alarm(
             settings.player_argv,
@@ -80,8 +86,13 @@ class Camera:
             return
         self.alarm.command(command)
 
-    def _publish_alarm_state(self, sounding: bool) -> None:
-        self.mqtt.publish(topics.alarm_state(self._id), on_off(sounding), qos=1, retain=True)
+    def _publish_alarm_state(self, sounding: bool | None = None) -> None:
+        """Publish a new alarm state, or (None) say the current one again; one at a time, so the broker
+        never ends up holding an older state than the newest."""
+        with self._alarm_lock:
+            if sounding is not None:
+                self._alarm_on = sounding
+            self.mqtt.publish(topics.alarm_state(self._id), on_off(self._alarm_on), qos=1, retain=True)
 
     def _set_info(self, state: str, error: str | None = None) -> None:
         width, height = self._size or (None, None)
@@ -100,30 +111,25 @@ class Camera:
                 "updated_at": time.time(),
             }
         )
-        with self._info_lock:
-            self._state = info
-        self._publish_info()
+        self._publish_info(info)
 
-    def _publish_info(self) -> None:
+    def _publish_info(self, info: CameraInfo | None = None) -> None:
+        """Publish new info, or (None) say the current one again; under a lock, as for the alarm state."""
         with self._info_lock:
-            info = self._state
-        if info is not None:
-            self.mqtt.publish(topics.info(self._id), info.to_json(), qos=1, retain=True)
+            self._state = info or self._state
+            if self._state is not None:
+                self.mqtt.publish(topics.info(self._id), self._state.to_json(), qos=1, retain=True)
 
     def _on_connected(self) -> None:
         """Retained state is said again on every connect: a broker without persistence forgets it."""
         self._publish_info()
-        self._publish_alarm_state(self.alarm.sounding)
+        self._publish_alarm_state()
 
     # ---- capture side
 
     def run(self, stop: threading.Event) -> None:
         """Capture and publish until ``stop`` is set; a failing source is reopened with backoff."""
         self.mqtt.start()
-        watcher = threading.Thread(
-            target=self._watch_connection, args=(stop,), name="connection", daemon=True
-        )
-        watcher.start()
         delay = REOPEN_MIN_DELAY_S
         try:
             while not stop.is_set():
@@ -192,11 +198,3 @@ class Camera:
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._unsent.append((time.monotonic(), info))
         self._seq += 1
-
-    def _watch_connection(self, stop: threading.Event) -> None:
-        was_connected = False
-        while not stop.wait(0.2):
-            connected = self.mqtt.connected.is_set()
-            if connected and not was_connected:
-                self._on_connected()
-            was_connected = connected
