@@ -65,7 +65,7 @@ class Camera:
         )
         self.alarm = Alarm(
             settings.player_argv,
-            settings.alarm_sound,
+            settings.sound,
             default_duration_s=settings.alarm_duration,
             cooldown_s=settings.alarm_cooldown,
             on_state=self._publish_alarm_state,

@@ -99,8 +99,8 @@ class CameraSettings(ServiceSettings):
         description="Resize frames to this width, keeping the aspect; empty = as captured.",
     )
     camera_jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of published frames, 1-100.")
-    alarm_sound: Path = Field(
-        DEFAULT_ALARM_SOUND, description="Sound file the alarm plays (default: the bundled siren)."
+    alarm_sound: Path | None = Field(
+        None, description="Sound file the alarm plays; empty = the bundled siren (services/camera/sounds)."
     )
     alarm_player: str = Field(
         "aplay -q",
@@ -125,15 +125,15 @@ class CameraSettings(ServiceSettings):
         source_kind(value.strip())
         return value.strip()
 
-    @field_validator("camera_width", mode="before")
+    @field_validator("camera_width", "alarm_sound", mode="before")
     @classmethod
-    def empty_width_means_unset(cls, value: Any) -> Any:
+    def empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
     @field_validator("alarm_sound")
     @classmethod
-    def sound_exists(cls, value: Path) -> Path:
-        if not value.is_file():
+    def sound_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
             raise ValueError(f"no such sound file: {value}")
         return value
 
@@ -151,6 +151,10 @@ class CameraSettings(ServiceSettings):
     @property
     def kind(self) -> SourceKind:
         return source_kind(self.camera_source)
+
+    @property
+    def sound(self) -> Path:
+        return self.alarm_sound or DEFAULT_ALARM_SOUND
 
     @property
     def player_argv(self) -> list[str]:
