@@ -182,6 +182,8 @@ class Camera:
         return len(self._unsent) < MAX_UNSENT_FRAMES
 
     def _publish_frame(self, frame: Frame) -> None:
+        if not self.mqtt.connected.is_set():
+            return  # nobody to send it to: not worth an encode (the MQTT client logs the lost broker)
         if not self._network_keeps_up():
             self.frames_dropped += 1
             self._slow_log.report(
