@@ -13,7 +13,7 @@ import pytest
 from services.common import topics
 from services.common.schemas import CameraInfo
 from tests.camera_helpers import MjpegCamera, camera_settings, decode, meta, read_frames, write_clip
-from tests.support import PERSON_VIDEO, Received, service_env
+from tests.support import PERSON_VIDEO, REPO_ROOT, Received, service_env
 
 
 def info_is(state: str) -> Callable[[Received], bool]:
@@ -116,6 +116,7 @@ def test_resumes_publishing_within_5_s_of_a_broker_restart(own_broker, collector
         ("CAMERA_ID", "Front/door"),
         ("CAMERA_FPS", "0"),
         ("CAMERA_SOURCE", "/nonexistent/door.mp4"),
+        ("CAMERA_SOURCE", str(REPO_ROOT / "README.md")),
         ("CAMERA_SOURCE", "ftp://camera.local/live"),
         ("CAMERA_SOURCE", "/dev/video97"),
         ("CAMERA_SOURCE", "picamera"),
@@ -185,7 +186,7 @@ def test_an_ip_camera_stream_is_followed_live_reopened_when_dropped_and_its_pass
         url = ipcam.url("admin:hunter2@") + "?user=admin&password=hunter3"
         watch = collector(f"cam/{camera}/#")
         process = service("camera", camera_settings(broker, camera, url, CAMERA_FPS="4"))
-        frames = watch.wait_count(topics.frame(camera), 9, timeout=20)[1:9]
+        frames = watch.wait_count(topics.frame(camera), 13, timeout=20)[1:13]
         # The live source is drained continuously; the capped rate takes the newest frames.
         assert rate(frames) == pytest.approx(4, rel=0.15)
         info = CameraInfo.parse(watch.wait_for(topics.info(camera), info_is("streaming")).payload)

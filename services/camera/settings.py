@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import cv2
 from pydantic import Field, field_validator
 
 from services.camera.const import DEFAULT_ALARM_SOUND
@@ -49,6 +50,17 @@ def source_kind(source: str) -> SourceKind:
             "picamera for the Pi camera)"
         )
     return "file"
+
+
+def check_video_file(path: str) -> None:
+    """A file is there for good or not at all, so one that holds no readable video is a bad setting
+    (a device or a stream may come back later and is retried instead)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened() or not capture.read()[0]:
+            raise ValueError("not a video file OpenCV can read")
+    finally:
+        capture.release()
 
 
 def redact(source: str) -> str:
@@ -122,7 +134,8 @@ class CameraSettings(ServiceSettings):
     @field_validator("camera_source")
     @classmethod
     def usable_source(cls, value: str) -> str:
-        source_kind(value.strip())
+        if source_kind(value.strip()) == "file":
+            check_video_file(value.strip())
         return value.strip()
 
     @field_validator("camera_width", "alarm_sound", mode="before")
