@@ -16,7 +16,14 @@ from services.camera.settings import CameraSettings
 from services.camera.sources import Frame, Image, Source, SourceError, make_source
 from services.common import __version__, topics
 from services.common.mqtt import MqttClient, RateLimitedLog
-from services.common.schemas import AlarmCommand, BadPayload, CameraInfo, FrameMeta, on_off
+from services.common.schemas import (
+    MAX_FRAME_BYTES,
+    AlarmCommand,
+    BadPayload,
+    CameraInfo,
+    FrameMeta,
+    on_off,
+)
 
 
 def resize_to_width(image: Image, width: int | None) -> Image:
@@ -133,26 +140,35 @@ class Camera:
         delay = REOPEN_MIN_DELAY_S
         try:
             while not stop.is_set():
-                try:
-                    self._source.open()
-                    self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+                opened, error = self._capture(stop)
+                if error is None:
+                    break
+                if opened:  # it worked for a while: start the backoff again
                     delay = REOPEN_MIN_DELAY_S
-                    self._stream(stop)
-                except SourceError as error:
-                    self._logger.warning(
-                        "source %s: %s; reopening in %.0f s", self._source.shown, error, delay
-                    )
-                    self._set_info("reconnecting", str(error))
-                    stop.wait(delay)
-                    delay = min(delay * 2, REOPEN_MAX_DELAY_S)
-                finally:
-                    self._source.close()
+                self._logger.warning("source %s: %s; reopening in %.0f s", self._source.shown, error, delay)
+                self._set_info("reconnecting", error)
+                stop.wait(delay)
+                delay = min(delay * 2, REOPEN_MAX_DELAY_S)
         finally:
             self.alarm.stop()
             self._set_info("stopped")
             if self.bad_commands:
                 self._logger.info("ignored %d bad alarm commands in all", self.bad_commands)
             self.mqtt.stop()
+
+    def _capture(self, stop: threading.Event) -> tuple[bool, str | None]:
+        """Open the source and stream until ``stop``; whether it opened, and why it failed (None: stopped)."""
+        opened = False
+        try:
+            self._source.open()
+            opened = True
+            self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+            self._stream(stop)
+            return opened, None
+        except (SourceError, cv2.error) as error:  # cv2.error: a frame OpenCV chokes on
+            return opened, str(error)
+        finally:
+            self._source.close()
 
     def _stream(self, stop: threading.Event) -> None:
         due = time.monotonic()
@@ -195,6 +211,13 @@ class Camera:
         self._size = (width, height)
         meta = FrameMeta(captured_ms=frame.captured_ms, seq=self._seq, width=width, height=height)
         jpeg = encode_jpeg(image, self._settings.camera_jpeg_quality)
+        if len(jpeg) > MAX_FRAME_BYTES:
+            # The broker would drop it anyway (message_size_limit); say why no frames arrive.
+            self._slow_log.report(
+                "big",
+                f"frame of {len(jpeg)} bytes is over {MAX_FRAME_BYTES}: set CAMERA_WIDTH or quality lower",
+            )
+            return
         # QoS 0 and dropped while disconnected: a stale frame is worth nothing.
         info = self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
