@@ -225,3 +225,15 @@ def test_a_network_slower_than_the_frames_drops_frames_instead_of_queueing_them(
     seen = len(watch.on(topics.frame(camera)))
     watch.wait_count(topics.frame(camera), seen + 3, timeout=15)
     assert process.process.poll() is None
+
+
+def test_a_webcam_that_is_not_there_is_retried_and_reported_not_fatal(broker, collector, service):
+    camera = "no-webcam"
+    watch = collector(topics.info(camera), topics.status(camera))
+    process = service("camera", camera_settings(broker, camera, "7"))  # no /dev/video7 on this machine
+    info = CameraInfo.parse(watch.wait_for(topics.info(camera), info_is("reconnecting")).payload)
+    assert (info.source_kind, info.source) == ("device", "7")
+    assert "cannot open the webcam" in (info.error or "")
+    assert watch.wait_for(topics.status(camera)).payload == b"online"
+    process.wait_for_log(r"cannot open the webcam .*reopening in 2 s")
+    assert process.stop() == 0
