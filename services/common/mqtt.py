@@ -73,13 +73,19 @@ class MqttClient:
         status_topic: str,
         logger: logging.Logger,
         persistent_session_s: int = 0,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         """``persistent_session_s`` > 0 keeps the session (subscriptions and queued QoS 1 messages) on the
-        broker for that long while this client is away; it needs a stable ``client_id``."""
+        broker for that long while this client is away; it needs a stable ``client_id``.
+
+        ``on_connect`` is called on every (re)connect, once subscribed and just before ``online`` is
+        published, in the network thread: the place to publish retained state again, so that whoever
+        reacts to ``online`` already finds it."""
         self._settings = settings
         self._status_topic = status_topic
         self._logger = logger
         self._persistent_session_s = persistent_session_s
+        self._on_connect_hook = on_connect
         self._subscriptions: dict[str, Subscription] = {}
         self._lock = threading.Lock()
         # Set once connected, subscribed, and "online" is published; cleared while the broker is away.
@@ -215,6 +221,12 @@ class MqttClient:
             self._announce_online()
 
     def _announce_online(self) -> None:
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook()
+            except Exception:
+                self.handler_errors += 1
+                self._logger.exception("on_connect hook failed")
         self._client.publish(self._status_topic, topics.ONLINE, qos=1, retain=True)
         self.connected.set()
 
