@@ -104,6 +104,8 @@ class MqttClient:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
+        self._unreachable_log = RateLimitedLog(logger)
         self._initial_subscribe_mid: int | None = None
         self._client = client
 
@@ -229,6 +231,14 @@ class MqttClient:
                 self._logger.exception("on_connect hook failed")
         self._client.publish(self._status_topic, topics.ONLINE, qos=1, retain=True)
         self.connected.set()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        # Without this a wrong MQTT_HOST looks like a service that silently does nothing.
+        self._unreachable_log.report(
+            "connect",
+            f"cannot reach the broker at {self._settings.mqtt_host}:{self._settings.mqtt_port}; "
+            "retrying with backoff",
+        )
 
     def _on_disconnect(
         self,
