@@ -52,3 +52,9 @@ def test_viewers_wait_for_a_newer_frame_and_stop_with_the_hub() -> None:
     assert got == [1]
     hub.close()
     assert list(stream) == []  # the stream ends when the relay stops
+
+
+def test_a_stream_of_a_camera_without_frames_ends_instead_of_holding_a_thread(monkeypatch) -> None:
+    monkeypatch.setattr("services.web.live.FRAME_WAIT_S", 0.2)
+    hub = FrameHub()
+    assert list(mjpeg_stream(hub, "silent")) == []

@@ -95,10 +95,14 @@ def mjpeg_stream(hub: FrameHub, camera: str) -> Iterator[bytes]:
     while not hub.closed:
         frame = hub.wait_newer(camera, seq, FRAME_WAIT_S)
         if frame is None:
-            # Quiet camera: repeat what we have so the connection stays alive through proxies.
             latest = hub.latest(camera)
-            if latest is not None:
-                yield multipart_part(latest)
+            if latest is None:
+                # Nothing to show yet: end the response rather than hold a thread for a viewer that may
+                # be gone (only a write finds that out); the page asks again.
+                return
+            # Quiet camera: repeat what we have, which keeps the connection alive through proxies and
+            # finds out when the viewer has left.
+            yield multipart_part(latest)
             continue
         seq = frame.seq
         yield multipart_part(frame)
