@@ -92,6 +92,10 @@ class WebRelay:
         self._lock = threading.Lock()
         self._bad_log = RateLimitedLog(logger)
         self._broker_was_connected = False
+        # Events are written by their own thread: fsyncs on a slow SD card must not delay the frames that
+        # share paho's network thread. None asks it to finish.
+        self._events: queue.Queue[schemas.DetectionEvent | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_events, name="event-writer", daemon=True)
         self.mqtt = MqttClient(
             settings,
             client_id=f"{CLIENT_ID_PREFIX}-{time.monotonic_ns() % 1_000_000}",
@@ -105,11 +109,15 @@ class WebRelay:
         self.mqtt.subscribe(topics.ARMED_STATE, self._on_armed_state, qos=1)
 
     def start(self) -> None:
+        self._writer.start()
         self.mqtt.start()
 
     def stop(self) -> None:
         self.hub.close()
         self.mqtt.stop()
+        # Events already received are written before the relay exits.
+        self._events.put(None)
+        self._writer.join()
 
     @property
     def broker_connected(self) -> bool:
@@ -249,12 +257,21 @@ class WebRelay:
         if topics.event(event.camera, event.label) != topic:
             self._bad(topic, f"event of {event.camera}/{event.label} on the wrong topic")
             return
-        try:
-            stored = self.store.record(event)
-        except schemas.BadPayload as error:
-            self._bad(topic, str(error))
-            return
-        self.broadcaster.send("event", public_event(stored))
+        self._events.put(event)
+
+    def _write_events(self) -> None:
+        while (event := self._events.get()) is not None:
+            topic = topics.event(event.camera, event.label)
+            try:
+                stored = self.store.record(event)
+            except schemas.BadPayload as error:
+                self._bad(topic, str(error))
+                continue
+            except Exception:
+                # A full disk or a broken database must not end the writer: log it and keep going.
+                self.logger.exception("could not record event %s", event.event_id)
+                continue
+            self.broadcaster.send("event", public_event(stored))
 
     def _camera_changed(self, camera: str) -> None:
         state = self.camera(camera)
