@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,18 @@ def test_arming_state_is_restored_from_the_retained_state(rig: Rig, jpeg: bytes)
     notifier.wait_for_log("restored arming state from the broker: OFF")
     rig.event("attic", "attic-0", jpeg)
     notifier.wait_for_log("recorded, not emailed: disarmed")
+    assert rig.smtp.mails == []
+
+
+def test_quiet_hours_record_alerts_without_emailing(rig: Rig, jpeg: bytes) -> None:
+    now = datetime.now()
+    quiet = f"{(now - timedelta(minutes=1)):%H:%M}-{(now + timedelta(minutes=3)):%H:%M}"
+    notifier = rig.start(NOTIFY_SCHEDULE=quiet, DETERRENT_CAMERAS="night")
+    rig.event("night", "night-0", jpeg)
+    notifier.wait_for_log(r"night-0\): recorded, not emailed: quiet hours")
+    # The deterrent is not muted by quiet hours: night is when it matters most.
+    assert schemas.AlarmCommand.parse(rig.watcher.wait_for(topics.alarm_set("night")).payload).state == "ON"
+    assert notifier.stop() == 0
     assert rig.smtp.mails == []
 
 
