@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
 from services.notifier.handler import in_quiet_hours, retry_delay
 from services.notifier.settings import parse_schedule
+from tests.camera_helpers import camera_settings
 from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, detection_event, snapshot_jpeg
 from tests.support import Collector, ServiceProcess
+from tests.test_alarm import PLAYER, PlayerWatch
 
 # aiosmtpd warns about AUTH without STARTTLS even on an implicit-TLS (ssl) port; that is the point there.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -175,6 +178,42 @@ def test_disarmed_means_no_email_and_no_alarm_until_rearmed(rig: Rig, jpeg: byte
     assert len(rig.smtp.mails) == 1
     assert len(rig.watcher.on("cam/+/alarm/set")) == 1
     assert "shed-1): recorded, not emailed: disarmed" in notifier.log
+
+
+def test_the_deterrent_plays_on_the_real_camera_service(
+    rig: Rig, collector: Callable[..., Collector], jpeg: bytes, tmp_path: Path
+) -> None:
+    camera = "deter"
+    sound = tmp_path / "tone.wav"
+    subprocess.run(
+        ["sox", "-n", "-r", "16000", "-c", "1", str(sound), "synth", "0.5", "sine", "880"], check=True
+    )
+    players = PlayerWatch(sound)
+    try:
+        watch = collector(topics.alarm_state(camera), topics.status(camera), on=rig.broker)
+        rig.service(
+            "camera",
+            camera_settings(
+                rig.broker,
+                camera,
+                CAMERA_FPS="1",
+                ALARM_PLAYER=PLAYER,
+                ALARM_SOUND=str(sound),
+                ALARM_COOLDOWN="0",
+            ),
+        )
+        watch.wait_for(topics.status(camera), lambda m: m.payload == b"online", timeout=15)
+        rig.start(DETERRENT_CAMERAS=f"other,{camera}", DETERRENT_DURATION="1.5")
+
+        rig.event(camera, f"{camera}-0", jpeg)
+        on = watch.wait_for(topics.alarm_state(camera), lambda m: m.payload == b"ON")
+        players.wait_for_player()
+        off = watch.wait_for(topics.alarm_state(camera), lambda m: m.payload == b"OFF" and m.at > on.at)
+        players.wait_until_none()
+        assert 1.0 <= off.at - on.at <= 4  # the notifier's duration, not the camera's default of 10 s
+        assert rig.smtp.wait_count(1)[0].message["Message-ID"] == f"<{camera}-0@sentrycam>"
+    finally:
+        players.close()
 
 
 def test_arming_state_is_restored_from_the_retained_state(rig: Rig, jpeg: bytes) -> None:
