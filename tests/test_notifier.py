@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -150,6 +151,16 @@ def test_cooldown_one_email_per_camera(rig: Rig, jpeg: bytes) -> None:
     ]
     assert mails[0].message["Message-ID"] == "<drive-0@sentrycam>"
     assert notifier.log.count("recorded, not emailed: cooldown (60 s)") == 2
+    with sqlite3.connect(rig.data_dir / "outbox.sqlite3") as db:
+        rows = db.execute(
+            "SELECT event_id, status, reason, snapshot IS NULL FROM alerts ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("drive-0", "sent", None, 1),
+        ("drive-1", "suppressed", "cooldown (60 s)", 1),
+        ("drive-2", "suppressed", "cooldown (60 s)", 1),
+        ("gate-0", "sent", None, 1),
+    ]
 
 
 def test_disarmed_means_no_email_and_no_alarm_until_rearmed(rig: Rig, jpeg: bytes) -> None:

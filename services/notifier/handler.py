@@ -87,7 +87,9 @@ class Notifier:
         self.mqtt.subscribe(topics.ARMED_SET, self._on_armed_set, qos=1)
         self.mqtt.subscribe(topics.ARMED_STATE, self._on_armed_state, qos=1)
         self.mqtt.start()
-        for target in (self._send_loop, self._settle_arming):
+        # Without email there is nothing to send (alerts left pending by an earlier run stay for later).
+        targets = [self._keep_arming_published] + ([self._send_loop] if self._mailer else [])
+        for target in targets:
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -108,18 +110,21 @@ class Notifier:
 
     # ---- arming
 
-    def _settle_arming(self) -> None:
-        """Publish the arming state once connected; default to armed when nobody knew it."""
-        while not self.mqtt.connected.wait(0.5):
-            if self._stop.is_set():
+    def _keep_arming_published(self) -> None:
+        """Publish the arming state on every (re)connect, so a broker that lost its retained messages
+        learns it again; on the first connect default to armed when nobody knew the state."""
+        while not self._stop.is_set():
+            if not self.mqtt.connected.wait(0.5):
+                continue
+            # The retained state arrives right after our subscription; give it a moment to do so.
+            if self._stop.wait(ARMED_SETTLE_S):
                 return
-        # The retained state arrives right after our subscription; give it a moment to do so.
-        if self._stop.wait(ARMED_SETTLE_S):
-            return
-        with self._arming_lock:
-            if self._armed is None:
-                self._logger.info("no arming state stored or retained: armed (the default)")
-            self._set_armed(self._armed is not False)
+            with self._arming_lock:
+                if self._armed is None:
+                    self._logger.info("no arming state stored or retained: armed (the default)")
+                self._set_armed(self._armed is not False)
+            while self.mqtt.connected.is_set() and not self._stop.wait(0.5):
+                pass
 
     def _on_armed_set(self, message: mqtt.MQTTMessage) -> None:
         try:

@@ -86,7 +86,19 @@ class Outbox:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO alerts (event_id, camera, label, score, started_at, snapshot, status,"
                 " reason, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event_id, camera, label, score, started_at, snapshot, status, reason, now, now),
+                # A suppressed alert will never be emailed: no need to keep its snapshot.
+                (
+                    event_id,
+                    camera,
+                    label,
+                    score,
+                    started_at,
+                    snapshot if status == "pending" else None,
+                    status,
+                    reason,
+                    now,
+                    now,
+                ),
             )
             return cursor.rowcount == 1
 
@@ -107,8 +119,10 @@ class Outbox:
         return None if row[0] is None else float(row[0])
 
     def mark_sent(self, alert_id: int, now: float) -> None:
+        # Snapshots are dropped once no email needs them, so the rows kept for 30 days stay small.
         self._update(
-            "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+            "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, snapshot = NULL"
+            " WHERE id = ?",
             (now, alert_id),
         )
 
@@ -119,7 +133,10 @@ class Outbox:
         )
 
     def give_up(self, alert_id: int, reason: str) -> None:
-        self._update("UPDATE alerts SET status = 'expired', reason = ? WHERE id = ?", (reason, alert_id))
+        self._update(
+            "UPDATE alerts SET status = 'expired', reason = ?, snapshot = NULL WHERE id = ?",
+            (reason, alert_id),
+        )
 
     def last_alert_times(self) -> dict[str, float]:
         """Per camera, when its latest emailed (or to-be-emailed) alert started: seeds the cooldown."""
