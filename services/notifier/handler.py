@@ -76,6 +76,7 @@ class Notifier:
             status_topic=topics.service_status(SERVICE),
             logger=logger,
             persistent_session_s=SESSION_EXPIRY_S,
+            on_connect=self._republish_arming,
         )
 
     def start(self) -> None:
@@ -88,7 +89,7 @@ class Notifier:
         self.mqtt.subscribe(topics.ARMED_STATE, self._on_armed_state, qos=1)
         self.mqtt.start()
         # Without email there is nothing to send (alerts left pending by an earlier run stay for later).
-        targets = [self._keep_arming_published] + ([self._send_loop] if self._mailer else [])
+        targets = [self._default_arming] + ([self._send_loop] if self._mailer else [])
         for target in targets:
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
@@ -110,21 +111,25 @@ class Notifier:
 
     # ---- arming
 
-    def _keep_arming_published(self) -> None:
-        """Publish the arming state on every (re)connect, so a broker that lost its retained messages
-        learns it again; on the first connect default to armed when nobody knew the state."""
-        while not self._stop.is_set():
-            if not self.mqtt.connected.wait(0.5):
-                continue
-            # The retained state arrives right after our subscription; give it a moment to do so.
-            if self._stop.wait(ARMED_SETTLE_S):
+    def _republish_arming(self) -> None:
+        """On every (re)connect, before ``online``: a broker that lost its retained messages learns the
+        state again, and whoever reacts to ``online`` finds it."""
+        with self._arming_lock:
+            if self._armed is not None:
+                self._set_armed(self._armed)
+
+    def _default_arming(self) -> None:
+        """Armed by default when neither our outbox nor the broker knew the state."""
+        while not self.mqtt.connected.wait(0.5):
+            if self._stop.is_set():
                 return
-            with self._arming_lock:
-                if self._armed is None:
-                    self._logger.info("no arming state stored or retained: armed (the default)")
-                self._set_armed(self._armed is not False)
-            while self.mqtt.connected.is_set() and not self._stop.wait(0.5):
-                pass
+        # The retained state arrives right after our subscription; give it a moment to do so.
+        if self._stop.wait(ARMED_SETTLE_S):
+            return
+        with self._arming_lock:
+            if self._armed is None:
+                self._logger.info("no arming state stored or retained: armed (the default)")
+                self._set_armed(True)
 
     def _on_armed_set(self, message: mqtt.MQTTMessage) -> None:
         try:
