@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -80,13 +79,14 @@ def test_browser_sees_live_pictures_new_events_and_controls(
     publisher = Publisher(broker)
     publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
 
-    # The notifier owns sentrycam/armed/state; until it runs in this test, this client answers for it.
-    def echo_armed(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        _client.publish(topics.ARMED_STATE, message.payload, qos=1, retain=True)
-
     armed_commands = collector(topics.ARMED_SET)
-    publisher.client.message_callback_add(topics.ARMED_SET, echo_armed)
-    publisher.client.subscribe(topics.ARMED_SET, qos=1)
+    # The real notifier owns the arming switch: it turns sentrycam/armed/set into the retained state.
+    notifier_status = collector(topics.service_status("notifier"))
+    since = time.time()
+    service("notifier", {**broker.env("notifier"), "NOTIFY_DATA_DIR": str(tmp_path / "notifier")})
+    notifier_status.wait_for(
+        topics.service_status("notifier"), lambda m: m.payload == b"online" and m.at >= since, timeout=15
+    )
 
     base = start_relay(broker, service, tmp_path / "web")
     context = browser.new_context(viewport={"width": 412, "height": 915})  # a phone
