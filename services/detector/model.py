@@ -217,7 +217,8 @@ class Detector:
 
     def prepare(self, bgr: Frame) -> Frame:
         """The frame as the model wants it: RGB, stretched to the input size (as the model was trained)."""
-        resized = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        # Bilinear, as in the reference measurements of the model (models/README.md in the shared data).
+        resized = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         rgb: Frame = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         return rgb
 

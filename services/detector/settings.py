@@ -41,13 +41,13 @@ class DetectorSettings(ServiceSettings):
         "event alive.",
     )
     detector_confirm_frames: int = Field(
-        3,
+        4,
         ge=1,
         le=50,
         description="M: sightings needed within the last K processed frames to start an event.",
     )
     detector_confirm_window: int = Field(
-        5, ge=1, le=50, description="K: how many of the latest processed frames the confirmation looks at."
+        6, ge=1, le=50, description="K: how many of the latest processed frames the confirmation looks at."
     )
     detector_min_area: float = Field(
         0.002,
