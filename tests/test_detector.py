@@ -263,7 +263,7 @@ def run_detector(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[
     [
         ({"DETECTOR_THRESHOLD": "1.5"}, "DETECTOR_THRESHOLD"),
         ({"DETECTOR_CAMERAS": "front,Bad.Cam"}, "DETECTOR_CAMERAS"),
-        ({"DETECTOR_MODEL": "/nonexistent/detect.tflite"}, "does not exist"),
+        ({"DETECTOR_MODEL": "/nonexistent/detect.tflite"}, "DETECTOR_MODEL"),
         ({"DETECTOR_OBJECTS": "person,unicorn"}, "DETECTOR_OBJECTS"),
         ({"DETECTOR_CONFIG": "/nonexistent.yaml"}, "DETECTOR_CONFIG"),
         ({"DETECTOR_CONFIRM_FRAMES": "6", "DETECTOR_CONFIRM_WINDOW": "5"}, "DETECTOR_CONFIRM_FRAMES"),

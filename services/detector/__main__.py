@@ -12,8 +12,15 @@ from services.common.service import stop_on_signals
 from services.common.settings import EXIT_BAD_SETTINGS, load_settings, setup_logging
 from services.detector.const import SERVICE
 from services.detector.handler import DetectorHandler
-from services.detector.model import Detector, ModelError, resolve_labels, resolve_model
-from services.detector.scene import SceneConfigError, load_scene_config
+from services.detector.model import (
+    Detector,
+    ModelError,
+    read_labels,
+    resolve_labels,
+    resolve_model,
+    topic_labels,
+)
+from services.detector.scene import SceneConfig, SceneConfigError, load_scene_config
 from services.detector.settings import DetectorSettings
 
 
@@ -23,21 +30,31 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_SETTINGS)
 
 
+def check_objects(settings: DetectorSettings, scene: SceneConfig, labels: set[str]) -> None:
+    unknown = sorted({*settings.detector_objects} - labels)
+    if unknown:
+        fail(f"invalid setting DETECTOR_OBJECTS: the model has no label {', '.join(unknown)}")
+    for camera, rules in scene.cameras.items():
+        unknown = sorted({*(rules.objects or [])} - labels)
+        if unknown:
+            fail(
+                f"invalid setting DETECTOR_CONFIG: camera {camera}: no label {', '.join(unknown)} in the model"
+            )
+
+
 def main() -> None:
     settings = load_settings(DetectorSettings, SERVICE)
     logger = setup_logging(SERVICE, settings.log_level)
     try:
         model_path = resolve_model(settings.detector_model)
-        detector = Detector(
-            model_path, resolve_labels(settings.detector_labels, model_path), settings.detector_threads
-        )
+        labels_path = resolve_labels(settings.detector_labels, model_path)
         scene = load_scene_config(settings.detector_config)
+        # Checked before the model loads, so a typo costs no time and the error is the only line.
+        check_objects(settings, scene, set(topic_labels(read_labels(labels_path)).values()))
+        detector = Detector(model_path, labels_path, settings.detector_threads)
     except (ModelError, SceneConfigError) as error:
         fail(str(error))
         return
-    unknown = sorted({*settings.detector_objects} - set(detector.labels.values()))
-    if unknown:
-        fail(f"invalid setting DETECTOR_OBJECTS: the model has no label {', '.join(unknown)}")
     logger.info(
         "model %s (%dx%d, %s, %d threads), objects %s, cameras %s",
         model_path,

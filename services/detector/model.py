@@ -65,6 +65,8 @@ class OutputMap:
 def resolve_model(configured: Path | None) -> Path:
     """DETECTOR_MODEL, else the first default location that has the model, else a clear error."""
     if configured is not None:
+        if not configured.is_file():
+            raise ModelError(f"invalid setting DETECTOR_MODEL={configured}: no such file ({FETCH_HINT})")
         return configured
     for directory in DEFAULT_MODEL_DIRS:
         if (directory / MODEL_FILE).is_file():
