@@ -37,9 +37,7 @@ def check_objects(settings: DetectorSettings, scene: SceneConfig, labels: set[st
     for camera, rules in scene.cameras.items():
         unknown = sorted({*(rules.objects or [])} - labels)
         if unknown:
-            fail(
-                f"invalid setting DETECTOR_CONFIG: camera {camera}: no label {', '.join(unknown)} in the model"
-            )
+            fail(f"invalid setting DETECTOR_CONFIG: camera {camera}: no label {', '.join(unknown)}")
 
 
 def main() -> None:
