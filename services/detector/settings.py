@@ -56,7 +56,11 @@ class DetectorSettings(ServiceSettings):
         description="Smallest box, as a fraction of the frame area; smaller is ignored.",
     )
     detector_max_area: float = Field(
-        0.9, gt=0.0, le=1.0, description="Largest box, as a fraction of the frame area; larger is ignored."
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Largest box, as a fraction of the frame area; larger is ignored (1 = no limit: a "
+        "close-up portrait fills 90% of the frame).",
     )
     detector_cameras: CommaList = Field(
         default_factory=list,
