@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_scene_config_from_yaml(tmp_path: Path) -> None:
 
 def run_tracker(detections: list[list[Detection]], fps: float) -> list[tuple[int, str]]:
     tracker = CameraTracker("t", DEFAULTS, CameraRules(), ["person"])
-    changes = []
+    changes: list[tuple[int, str]] = []
     for index, found in enumerate(detections):
         now = index / fps
         for change in tracker.observe(found, now, now):
@@ -223,7 +224,7 @@ def test_motion_gate_ignores_a_static_scene_and_lighting_jumps_but_sees_a_person
     gate.should_infer(frames[0], 0.0, tracking=False)  # first frame: background, inferred
     static = [gate.should_infer(f, 1.0 + i, tracking=False) for i, f in enumerate(frames[1:50])]
     assert not any(static)
-    jumps = {
+    jumps: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "darker": lambda f: cv2.convertScaleAbs(f, alpha=0.6),
         "gamma": lambda f: (255 * (f / 255.0) ** 0.6).astype(np.uint8),
         "lamp on, clipping": lambda f: cv2.convertScaleAbs(f, alpha=1.4, beta=40),

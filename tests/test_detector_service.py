@@ -61,11 +61,8 @@ def test_person_clip_streamed_by_the_camera_makes_one_event_with_snapshot_and_st
     assert [e.type for e in found if e.type != "update"] == ["start", "end"]
     start = found[0]
     # Which clip frame confirmed it: frames carry seq 0.. from the first clip frame (clip frame 0 = video 30).
-    frame_seq = {
-        int(dict(m.properties.UserProperty)["captured_ms"]): int(dict(m.properties.UserProperty)["seq"])
-        for m in seen.on(topics.frame(camera))
-        if m.properties is not None
-    }
+    metas = [schemas.FrameMeta.from_properties(m.properties) for m in seen.on(topics.frame(camera))]
+    frame_seq = {meta.captured_ms: meta.seq for meta in metas if meta is not None}
     start_seq = frame_seq[round(start.frame_time * 1000)]
     assert 62 - 30 <= start_seq <= 72 - 30, f"start at clip frame {start_seq}: during the empty opening?"
     first_frame_ms = min(frame_seq)
@@ -258,7 +255,7 @@ def test_two_instances_split_the_cameras_without_duplicate_events(
     for camera in cameras:
         starts = [e for e in events(seen, camera) if e.type == "start"]
         assert len(starts) == 1, starts
-    served = {}
+    served: dict[str, set[str]] = {}
     for message in seen.on(topics.DETECTOR_STATS):
         stats = schemas.DetectorStats.parse(message.payload)
         if stats.instance.startswith("split-"):
