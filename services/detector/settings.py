@@ -18,7 +18,7 @@ class DetectorSettings(ServiceSettings):
 
     detector_model: Path | None = Field(
         None,
-        description="Path to the .tflite model; empty = models/detect.tflite, then /models/detect.tflite "
+        description="Path to the .tflite model; empty = /models/detect.tflite, then models/detect.tflite "
         "(python -m scripts.fetch_model downloads it).",
     )
     detector_labels: Path | None = Field(
