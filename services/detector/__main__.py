@@ -10,7 +10,7 @@ from services.common import topics
 from services.common.mqtt import MqttClient
 from services.common.service import stop_on_signals
 from services.common.settings import EXIT_BAD_SETTINGS, load_settings, setup_logging
-from services.detector.const import SERVICE
+from services.detector.const import GIL_SWITCH_INTERVAL_S, SERVICE
 from services.detector.handler import DetectorHandler
 from services.detector.model import (
     Detector,
@@ -63,6 +63,9 @@ def main() -> None:
         ",".join(settings.detector_objects),
         ",".join(settings.detector_cameras) or "all",
     )
+    # The interpreter releases the GIL while it runs; when it returns, it must get the GIL back from the
+    # network thread quickly, not after Python's default 5 ms switch interval.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     instance = settings.detector_instance or f"{socket.gethostname()[:20]}-{os.getpid()}"
     client = MqttClient(
         settings,

@@ -28,3 +28,10 @@ BOX_COLOUR_BGR = (0, 0, 255)
 BETTER_VIEW_MARGIN = 0.03
 # How long the worker sleeps at most when no frame arrives, so events still end on a silent camera.
 WORKER_TICK_S = 0.25
+# Weight of the newest measurement in the running inference and preparation times.
+EMA_WEIGHT = 0.2
+# Preparing the next frame starts this long (plus twice its usual duration) before the running inference
+# is expected to end: late enough for a fresh frame, early enough that the interpreter never waits.
+PREPARE_MARGIN_S = 0.002
+# Python's GIL switch interval for the detector process (default 0.005 s); see __main__.
+GIL_SWITCH_INTERVAL_S = 0.0005

@@ -13,7 +13,13 @@ import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
 from services.common.mqtt import MqttClient, RateLimitedLog
-from services.detector.const import BOX_COLOUR_BGR, SNAPSHOT_JPEG_QUALITY, WORKER_TICK_S
+from services.detector.const import (
+    BOX_COLOUR_BGR,
+    EMA_WEIGHT,
+    PREPARE_MARGIN_S,
+    SNAPSHOT_JPEG_QUALITY,
+    WORKER_TICK_S,
+)
 from services.detector.model import Detection, Detector, Frame
 from services.detector.motion import MotionGate
 from services.detector.scene import CameraRules, SceneConfig
@@ -51,6 +57,17 @@ class CameraState:
     slot: PendingFrame | None = None
     detecting: bool = True
     end_all: bool = False  # detection was turned off: the worker ends the open events
+    tracking: bool = False  # the tracker's view, copied by the worker for the preparing thread
+
+
+@dataclass(frozen=True)
+class ReadyFrame:
+    """A frame decoded, gated and resized for the model, waiting for the interpreter."""
+
+    state: CameraState
+    pending: PendingFrame
+    frame: Frame
+    model_input: Frame
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -85,7 +102,8 @@ def annotate(frame: Frame, detections: list[Detection]) -> bytes:
 
 
 class DetectorHandler:
-    """Frames in, events out. The network thread only files frames; one worker thread infers."""
+    """Frames in, events out. The network thread only files frames; a preparing thread decodes, gates and
+    resizes the next frame while the worker thread runs the interpreter on the current one."""
 
     def __init__(
         self,
@@ -109,7 +127,13 @@ class DetectorHandler:
         self._frames_bad_camera_id = 0
         self._changed = threading.Condition()
         self._stop = threading.Event()
+        self._ready: ReadyFrame | None = None
+        # Running estimates (seconds) that time the preparation of the next frame; see _prepare_at.
+        self._inference_started: float | None = None
+        self._inference_s = 0.0
+        self._prepare_s = 0.0
         self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._preparer = threading.Thread(target=self._prepare_loop, name="detector-prepare", daemon=True)
         self._confirmation = Confirmation(
             threshold=settings.detector_threshold,
             min_score=settings.detector_min_score,
@@ -139,12 +163,14 @@ class DetectorHandler:
                 qos=1,
             )
         self._worker.start()
+        self._preparer.start()
 
     def stop(self) -> None:
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
         self._worker.join(timeout=10)
+        self._preparer.join(timeout=10)
 
     def _camera(self, camera: str) -> CameraState:
         """The camera's state, created on its first message. Call with ``self._changed`` held."""
@@ -250,27 +276,79 @@ class DetectorHandler:
 
     # ---- worker thread
 
-    def _next_frame(self) -> tuple[CameraState, PendingFrame] | tuple[None, None]:
-        """The pending frame that has waited longest (cameras take turns), or nothing after a tick."""
+    def _prepare_at(self) -> float:
+        """When to start preparing the next frame: just in time for the end of the running inference, so
+        the frame is as fresh as possible when the interpreter takes it (monotonic clock)."""
+        if self._inference_started is None:
+            return 0.0
+        return self._inference_started + self._inference_s - 2 * self._prepare_s - PREPARE_MARGIN_S
+
+    def _next_pending(self) -> tuple[CameraState, PendingFrame] | None:
+        """The frame that has waited longest (cameras take turns), once the ready slot is free and the
+        running inference is about to end."""
         with self._changed:
-            for _attempt in range(2):
+            while not self._stop.is_set():
                 waiting = [s for s in self._cameras.values() if s.slot is not None]
-                if waiting:
+                early = self._prepare_at() - time.monotonic()
+                if waiting and self._ready is None and early > 0:
+                    self._changed.wait(early)
+                    continue
+                if waiting and self._ready is None:
                     state = min(waiting, key=lambda s: s.slot.arrived if s.slot else 0.0)
                     pending, state.slot = state.slot, None
                     assert pending is not None
                     return state, pending
-                if self._stop.is_set():
-                    break
                 self._changed.wait(WORKER_TICK_S)
-        return None, None
+        return None
+
+    def _prepare_loop(self) -> None:
+        """Decode, gate and resize the next frame while the interpreter works on the current one."""
+        while (taken := self._next_pending()) is not None:
+            started = time.monotonic()
+            try:
+                ready = self._prepare(*taken)
+            except Exception:
+                self._logger.exception("preparing a frame of %s failed; continuing", taken[0].camera)
+                continue
+            if ready is not None:
+                self._prepare_s += (time.monotonic() - started - self._prepare_s) * EMA_WEIGHT
+                with self._changed:
+                    self._ready = ready
+                    self._changed.notify_all()
+
+    def _prepare(self, state: CameraState, pending: PendingFrame) -> ReadyFrame | None:
+        frame = cv2.imdecode(np.frombuffer(pending.payload, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None or frame.size == 0:
+            self._bad_frame(state, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
+            return None
+        if frame.shape[0] * frame.shape[1] > self._settings.detector_max_frame_pixels:
+            self._bad_frame(
+                state, f"{frame.shape[1]}x{frame.shape[0]} is more than DETECTOR_MAX_FRAME_PIXELS"
+            )
+            return None
+        if self._settings.detector_motion and not state.gate.should_infer(
+            frame, time.monotonic(), state.tracking
+        ):
+            with self._changed:
+                state.counters.frames_skipped_motion += 1
+            return None
+        return ReadyFrame(state, pending, frame, self._detector.prepare(frame))
+
+    def _next_ready(self) -> ReadyFrame | None:
+        with self._changed:
+            if self._ready is None and not self._stop.is_set():
+                self._changed.wait(WORKER_TICK_S)
+            ready, self._ready = self._ready, None
+            if ready is not None:
+                self._changed.notify_all()  # the preparing thread may fill the slot again
+            return ready
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            state, pending = self._next_frame()
+            ready = self._next_ready()
             try:
-                if state is not None and pending is not None:
-                    self._process(state, pending)
+                if ready is not None:
+                    self._infer(ready)
                 self._expire()
                 if time.monotonic() - self._last_stats >= self._settings.detector_stats_interval:
                     self.publish_stats()
@@ -278,35 +356,25 @@ class DetectorHandler:
                 # One bad frame or a bug in one path must not stop detection for every camera.
                 self._logger.exception("detector worker failed; continuing")
 
-    def _process(self, state: CameraState, pending: PendingFrame) -> None:
-        camera = state.camera
-        frame = cv2.imdecode(np.frombuffer(pending.payload, np.uint8), cv2.IMREAD_COLOR)
-        if frame is None or frame.size == 0:
-            self._bad_frame(state, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
-            return
-        if frame.shape[0] * frame.shape[1] > self._settings.detector_max_frame_pixels:
-            self._bad_frame(
-                state, f"{frame.shape[1]}x{frame.shape[0]} is more than DETECTOR_MAX_FRAME_PIXELS"
-            )
-            return
-        start = time.monotonic()
-        if self._settings.detector_motion and not state.gate.should_infer(
-            frame, start, state.tracker.tracking
-        ):
-            with self._changed:
-                state.counters.frames_skipped_motion += 1
-            return
-        age_ms = (start - pending.arrived) * 1000
-        detections = self._detector.detect(frame, self._confirmation.min_score)
-        inference_ms = (time.monotonic() - start) * 1000
+    def _infer(self, ready: ReadyFrame) -> None:
+        state = ready.state
+        started = time.monotonic()
+        self._inference_started = started
+        age_ms = (started - ready.pending.arrived) * 1000
+        detections = self._detector.infer(ready.model_input, self._confirmation.min_score)
+        inference_s = time.monotonic() - started
+        self._inference_started = None
+        self._inference_s += (inference_s - self._inference_s) * EMA_WEIGHT
+        inference_ms = inference_s * 1000
         with self._changed:
             counters = state.counters
             counters.inferences += 1
             counters.inferences_interval += 1
             counters.inference_ms.append(inference_ms)
             counters.frame_age_ms.append(age_ms)
-        for change in state.tracker.observe(detections, pending.captured_at, time.time()):
-            self._publish(camera, change, frame)
+        for change in state.tracker.observe(detections, ready.pending.captured_at, time.time()):
+            self._publish(state.camera, change, ready.frame)
+        state.tracking = state.tracker.tracking
 
     def _bad_frame(self, state: CameraState, problem: str) -> None:
         with self._changed:
@@ -321,6 +389,7 @@ class DetectorHandler:
             force, state.end_all = state.end_all, False
             for change in state.tracker.expire(now, force=force):
                 self._publish(state.camera, change, None)
+            state.tracking = state.tracker.tracking
 
     def _publish(self, camera: str, change: Change, frame: Frame | None) -> None:
         event = change.event
