@@ -258,7 +258,8 @@ def main() -> None:
                 print(
                     f"service: {pipe['service_fps']:.1f} inferences/s with {pipe['in_fps']:.0f} frames/s in "
                     f"({pipe['stale_fraction']:.0%} dropped as stale, "
-                    f"frame age at inference p50/p95 {pipe['frame_age_p50']:.1f}/{pipe['frame_age_p95']:.1f} ms, "
+                    f"frame age at inference p50 {pipe['frame_age_p50']:.1f} ms, "
+                    f"p95 {pipe['frame_age_p95']:.1f} ms, "
                     f"inference in the service p50 {pipe['inference_ms_p50']:.1f} ms)"
                 )
                 print(

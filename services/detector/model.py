@@ -143,7 +143,10 @@ def load_interpreter(model_path: Path, threads: int) -> tuple[Interpreter, str]:
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError, SystemError, AttributeError) as error:
         # tflite-runtime 2.14 under numpy 2 fails here with AttributeError/SystemError (_ARRAY_API).
-        raise ModelError(f"{runtime} cannot load {model_path}: {error}") from error
+        hint = ""
+        if runtime == "tflite-runtime" and int(np.__version__.split(".")[0]) >= 2:
+            hint = f' (tflite-runtime needs numpy<2, this is numpy {np.__version__}: pip install "numpy<2")'
+        raise ModelError(f"{runtime} cannot load {model_path}: {error}{hint}") from error
     return interpreter, runtime
 
 
