@@ -184,7 +184,9 @@ def test_garbage_truncated_and_huge_payloads_are_counted_and_nothing_crashes(
     camera = "det-garbage"
     seen = collector(f"cam/{camera}/#", topics.DETECTOR_STATS)
     # Every camera (no DETECTOR_CAMERAS), so a frame under a malformed camera id reaches it too.
-    detector = start_detector(service, collector, broker, detector_max_frame_bytes="2000000")
+    detector = start_detector(
+        service, collector, broker, detector_max_frame_bytes="2000000", detector_max_frame_pixels="3000000"
+    )
     good = image_jpeg("grace_hopper.bmp")
     rubbish = np.random.default_rng(3).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
     # JPEG start and end markers around rubbish: passes the cheap check, fails decoding in the worker.
@@ -196,6 +198,7 @@ def test_garbage_truncated_and_huge_payloads_are_counted_and_nothing_crashes(
         good[: len(good) // 2],  # truncated
         undecodable,
         b"\xff\xd8\xff" + rubbish + b"\xff\xd9",  # 3 MB: over DETECTOR_MAX_FRAME_BYTES
+        jpeg(np.zeros((2000, 2000, 3), np.uint8)),  # small file, 4 Mpixel: over DETECTOR_MAX_FRAME_PIXELS
     ]
     publisher = FramePublisher(broker, camera)
     huge = Collector(broker)  # admin: sends what no camera user may
