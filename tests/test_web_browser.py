@@ -13,8 +13,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from tests.camera_helpers import camera_settings
+from tests.detector_support import detector_env, short_person_clip, wait_online
 from tests.support import REPO_ROOT, Collector, ServiceProcess
-from tests.web_helpers import PASSWORD, USERNAME, Publisher, detection, footage_frames
+from tests.web_helpers import PASSWORD, USERNAME, Publisher
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -89,6 +90,10 @@ def test_browser_sees_live_pictures_new_events_and_controls(
     )
 
     base = start_relay(broker, service, tmp_path / "web")
+    # The real detector with the shared model, watching this camera.
+    detector_status = collector(topics.service_status("detector"))
+    service("detector", detector_env(broker, detector_cameras=camera, detector_end_after="3"))
+    wait_online(detector_status)
     context = browser.new_context(viewport={"width": 412, "height": 915})  # a phone
     try:
         # The timeline is open before anything was seen: what appears on it comes without a reload.
@@ -98,9 +103,12 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         timeline.evaluate("window.notReloaded = true")
         expect(timeline.locator("#no-events")).to_be_visible()
 
-        # The real camera service streams the shared person clip through the broker.
+        # The real camera service streams real footage through the broker: the empty room for 3 s, then a
+        # person walks in.
+        clip = short_person_clip(tmp_path / "clip.mp4")
         camera_process = service(
-            "camera", camera_settings(broker, camera, CAMERA_FPS="10", CAMERA_LOOP="true", CAMERA_WIDTH="640")
+            "camera",
+            camera_settings(broker, camera, clip, CAMERA_FPS="10", CAMERA_LOOP="true", CAMERA_WIDTH="640"),
         )
         live = context.new_page()
         live.goto(f"{base}/")
@@ -132,11 +140,7 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
         expect(armed).to_have_text("Disarmed")
 
-        # A person event appears on the open timeline.
-        event_id = f"{camera}-{int(time.time() * 1000)}-person"
-        publisher.send(
-            topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[4])
-        )
+        # The detector's person event appears on the timeline that was open all along.
         row = timeline.locator("li.event").first
         expect(row).to_be_visible(timeout=30_000)
         expect(row.locator(".what")).to_contain_text(f"person on {camera}")
@@ -151,6 +155,12 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         row.locator("a").click()
         expect(timeline).to_have_url(re.compile(f"{base}/events/{camera}-[0-9]+-person"))
         expect(timeline.locator("img.snapshot")).to_be_visible()
+
+        # Detection off for this camera, from the live page; the detector confirms on its state topic.
+        detect = card.locator("button.detect")
+        expect(detect).to_have_text("Detection ON")
+        detect.click()
+        expect(detect).to_have_text("Detection OFF")
 
         # The camera dies: the broker sends its Last Will and the card says offline.
         camera_process.kill()
