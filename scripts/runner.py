@@ -28,6 +28,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from scripts.localbroker import ADMIN_USER, MOSQUITTO_MISSING, LocalBroker, find_mosquitto, free_port
+from services.common.service import stop_on_signals
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO_ROOT / ".run"
@@ -198,9 +199,7 @@ def main() -> int:
     run_dir = Path(config.get("SENTRYCAM_RUN_DIR") or DEFAULT_RUN_DIR).resolve()
 
     # Handlers first: a Ctrl-C at any point below must still stop what has been started.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping = stop_on_signals()
     broker = LocalBroker(run_dir / "broker", port=port)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:

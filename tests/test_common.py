@@ -200,3 +200,29 @@ def test_an_unreachable_broker_is_reported_not_silent(
         finally:
             client.stop()
     assert f"cannot reach the broker at 127.0.0.1:{own_broker.port}; retrying with backoff" in caplog.text
+
+
+STOP_WHILE_WAITING = """
+import os, signal, sys
+from services.common.service import stop_on_signals
+stop = stop_on_signals()
+# What stop.wait() does for a moment on every call: hold the event's own lock. A signal arriving then used
+# to run a Python handler that called stop.set() in this same thread and deadlocked on that lock.
+with stop._cond:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):
+        pass
+print("stopped" if stop.wait(5) else "not stopped", flush=True)
+"""
+
+
+def test_a_stop_signal_during_stop_wait_cannot_deadlock() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_WHILE_WAITING],
+        env=service_env({}),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.stdout.strip() == "stopped", result.stderr
