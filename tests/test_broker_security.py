@@ -13,6 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from scripts import mqtt_users
 from scripts.localbroker import ADMIN_USER, LocalBroker
@@ -26,15 +27,15 @@ def unique_camera(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def connect_result(broker: LocalBroker, user: str | None, password: str | None) -> mqtt.ReasonCode:
+def connect_result(broker: LocalBroker, user: str | None, password: str | None) -> ReasonCode:
     """The broker's answer to a CONNECT with these credentials."""
     answered = threading.Event()
-    result: list[mqtt.ReasonCode] = []
+    result: list[ReasonCode] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if user is not None:
         client.username_pw_set(user, password)
 
-    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         result.append(reason)
         answered.set()
 
