@@ -46,11 +46,14 @@ COMPOSE_VARIABLES = (
     ),
     ("NOTIFIER_MQTT_PASSWORD", "", "Broker password of the notifier user."),
     ("WEB_MQTT_PASSWORD", "", "Broker password of the web user."),
+    ("CAMERA_MQTT_PASSWORD", "", "Broker password of the user cam-<CAMERA_ID>, for a camera on the server."),
     (
         "MQTT_PUBLISHED_PORT",
         "1883",
         "Port the broker is published on to the network, for cameras on other machines.",
     ),
+    ("MQTT_TLS_PUBLISHED_PORT", "8883", "Port of the broker's TLS listener (docker-compose.tls.yml)."),
+    ("WEB_PUBLISHED_PORT", "8080", "Port the web page is published on."),
     ("TZ", "UTC", "Time zone of the containers, e.g. Europe/Berlin (the notifier's quiet hours use it)."),
 )
 
