@@ -33,6 +33,13 @@ def compose_password_variable(service: str) -> str:
     return f"{service.upper()}_MQTT_PASSWORD"
 
 
+def env_line(service: str, password: str) -> str:
+    """The line for the server's .env; Home Assistant's login goes into its MQTT integration instead."""
+    if service == "homeassistant":
+        return f"# Home Assistant's MQTT integration: user homeassistant, password {password}"
+    return f"{compose_password_variable(service)}={password}"
+
+
 def camera_user(camera_id: str) -> str:
     return f"cam-{topics.validate_camera_id(camera_id)}"
 
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         for service in SERVICE_USERS:
             password = secrets.token_urlsafe(18)
             set_password(passwd_file, service, password)
-            print(f"{compose_password_variable(service)}={password}")
+            print(env_line(service, password))
         return
     if not args.name:
         parser.error(f"{args.kind} needs a name")
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"MQTT_PASSWORD={password}")
         return
     print(f"# {user}: reload the broker (SIGHUP) to apply, then put this in the server's .env")
-    print(f"{compose_password_variable(user)}={password}")
+    print(env_line(user, password))
 
 
 if __name__ == "__main__":

@@ -240,8 +240,9 @@ def test_camera_users_get_their_acl_block_and_removal_drops_it(tmp_path: Path) -
         check=True,
         cwd=REPO_ROOT,
     ).stdout
-    for service in mqtt_users.SERVICE_USERS:
+    for service in ("detector", "notifier", "web"):
         assert f"\n{service.upper()}_MQTT_PASSWORD=" in services
+    assert "\n# Home Assistant's MQTT integration: user homeassistant, password " in services
     removed = subprocess.run(
         [
             sys.executable,
