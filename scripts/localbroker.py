@@ -140,6 +140,9 @@ class LocalBroker:
             [find_mosquitto(), "-c", str(self.config_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C on scripts/run must reach the runner only, which
+            # stops the services first (so they can still say offline) and the broker last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -158,6 +161,16 @@ class LocalBroker:
             assert self._process is not None
             self._process.send_signal(signal.SIGHUP)
             time.sleep(0.2)
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is read, like a hung broker or a
+        saturated link. ``resume()`` thaws it."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

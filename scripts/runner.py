@@ -2,11 +2,20 @@
 a child process with prefixed logs. Ctrl-C stops them all, services first, the broker last.
 
 Settings come from the environment and ``.env`` as for the services themselves; the runner only adds the
-broker address and each service's broker login.
+broker address and each service's broker login. Its own settings:
+
+- ``SENTRYCAM_RUN_DIR``: where the broker's files and ``admin.env`` go (default ``.run/``).
+- ``SENTRYCAM_BROKER_PORT``: the local broker's port (default: a free one).
+- ``SENTRYCAM_SERVICES``: which services to start, comma-separated (default: every one that exists).
+- ``SENTRYCAM_WEBCAM``: the webcam used when ``CAMERA_SOURCE`` is unset and it exists (default /dev/video0).
+
+``<run dir>/admin.env`` holds an all-powerful broker login (MQTT_HOST, MQTT_PORT, MQTT_USERNAME,
+MQTT_PASSWORD) for watching the traffic, e.g. with mosquitto_sub; it is made anew on every run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,10 +26,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from scripts.localbroker import MOSQUITTO_MISSING, LocalBroker, find_mosquitto, free_port
+from scripts.localbroker import ADMIN_USER, MOSQUITTO_MISSING, LocalBroker, find_mosquitto, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = REPO_ROOT / ".run"
+DEFAULT_RUN_DIR = REPO_ROOT / ".run"
+DEFAULT_WEBCAM = "/dev/video0"
+EXIT_BAD_SETTINGS = 2
 DEFAULT_CAMERA_ID = "front"
 STOP_TIMEOUT_S = 15
 COLOURS = ("\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m")
@@ -40,11 +51,12 @@ def settings() -> dict[str, str]:
 
 
 def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
-    source = config.get("CAMERA_SOURCE") or ("0" if Path("/dev/video0").exists() else "")
+    webcam = config.get("SENTRYCAM_WEBCAM") or DEFAULT_WEBCAM
+    source = config.get("CAMERA_SOURCE") or (webcam if Path(webcam).exists() else "")
     if not source:
         print(NO_CAMERA_HINT, flush=True)
         return None
-    camera_id = config.get("CAMERA_ID", DEFAULT_CAMERA_ID)
+    camera_id = config.get("CAMERA_ID") or DEFAULT_CAMERA_ID
     return {"CAMERA_SOURCE": source, "CAMERA_ID": camera_id, **broker.camera_env(camera_id)}
 
 
@@ -63,6 +75,28 @@ SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | 
 
 def existing_services() -> list[str]:
     return [name for name in SERVICE_ENV if (REPO_ROOT / "services" / name / "__main__.py").exists()]
+
+
+def chosen_services(config: dict[str, str]) -> list[str]:
+    """The services to start; ValueError naming the unknown ones."""
+    existing = existing_services()
+    wanted = [name.strip() for name in config.get("SENTRYCAM_SERVICES", "").split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in existing]
+    if unknown:
+        raise ValueError(
+            f"SENTRYCAM_SERVICES: no such service {', '.join(unknown)} (have {', '.join(existing)})"
+        )
+    return wanted or existing
+
+
+def write_admin_login(broker: LocalBroker, run_dir: Path) -> Path:
+    """The admin login, readable only by its owner, for whoever wants to watch the local broker."""
+    path = run_dir / "admin.env"
+    path.unlink(missing_ok=True)
+    lines = [f"{key}={value}" for key, value in broker.env(ADMIN_USER).items()]
+    path.touch(mode=0o600)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def relay_output(name: str, colour: str, stream: object) -> None:
@@ -93,7 +127,19 @@ def stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             print(f"{name} did not stop in {STOP_TIMEOUT_S} s; killing it", flush=True)
-            process.kill()
+            # Its whole session: a service's own children (the alarm player) must not outlive it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def broker_port(config: dict[str, str]) -> int:
+    text = config.get("SENTRYCAM_BROKER_PORT", "").strip()
+    if not text:
+        return free_port()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"SENTRYCAM_BROKER_PORT={text}: not a TCP port (1-65535)")
+    return int(text)
 
 
 def main() -> int:
@@ -103,31 +149,48 @@ def main() -> int:
         print(MOSQUITTO_MISSING, file=sys.stderr)
         return 1
     config = settings()
-    port = int(config.get("SENTRYCAM_BROKER_PORT", "0")) or free_port()
-    broker = LocalBroker(RUN_DIR / "broker", port=port)
-    broker.start()
-    print(f"broker: mosquitto on {broker.host}:{broker.port}, logs in {broker.log_file}", flush=True)
+    try:
+        services = chosen_services(config)
+        port = broker_port(config)
+    except ValueError as error:
+        print(f"sentrycam-run: {error}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    run_dir = Path(config.get("SENTRYCAM_RUN_DIR") or DEFAULT_RUN_DIR).resolve()
 
+    # Handlers first: a Ctrl-C at any point below must still stop what has been started.
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    broker = LocalBroker(run_dir / "broker", port=port)
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    exit_code = 0
     try:
-        for index, name in enumerate(existing_services()):
-            env = SERVICE_ENV[name](broker, config)
+        broker.start()
+        print(f"broker: mosquitto on {broker.host}:{broker.port}, logs in {broker.log_file}", flush=True)
+        print(f"admin login for watching it: {write_admin_login(broker, run_dir)}", flush=True)
+        for index, name in enumerate(services):
+            if stopping.is_set():
+                break
+            try:
+                env = SERVICE_ENV[name](broker, config)
+            except ValueError as error:
+                print(f"sentrycam-run: {name}: {error}", file=sys.stderr)
+                return EXIT_BAD_SETTINGS
             if env is not None:
                 processes[name] = start_service(name, env, COLOURS[index % len(COLOURS)])
-        while not stopping.wait(0.5):
-            ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
-            if ended:
-                print(f"stopping everything: {ended} exited", flush=True)
-                exit_code = max(ended.values()) or 1
-                break
+        return supervise(processes, stopping)
     finally:
         stop_all(processes)
         broker.stop()
-    return exit_code
+
+
+def supervise(processes: dict[str, subprocess.Popen[bytes]], stopping: threading.Event) -> int:
+    """Wait for Ctrl-C (exit 0) or for a service to end on its own (its exit code, at least 1)."""
+    while not stopping.wait(0.5):
+        ended = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+        if ended:
+            print(f"stopping everything: {ended} exited", flush=True)
+            return max(ended.values()) or 1
+    return 0
 
 
 if __name__ == "__main__":

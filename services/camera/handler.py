@@ -1,0 +1,202 @@
+"""The camera: capture from the source, resize, encode, publish at the capped rate; reopen what fails."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import cv2
+import paho.mqtt.client as mqtt
+
+from services.camera.alarm import Alarm
+from services.camera.const import MAX_UNSENT_FRAMES, REOPEN_MAX_DELAY_S, REOPEN_MIN_DELAY_S, UNSENT_FORGET_S
+from services.camera.settings import CameraSettings
+from services.camera.sources import Frame, Image, Source, SourceError, make_source
+from services.common import __version__, topics
+from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.schemas import AlarmCommand, BadPayload, CameraInfo, FrameMeta, on_off
+
+
+def resize_to_width(image: Image, width: int | None) -> Image:
+    """Scale to ``width`` keeping the aspect ratio; ``None`` or the same width leaves it as it is."""
+    height, current = image.shape[:2]
+    if width is None or width == current:
+        return image
+    new_height = max(1, round(height * width / current))
+    interpolation = cv2.INTER_AREA if width < current else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, new_height), interpolation=interpolation)
+
+
+def encode_jpeg(image: Image, quality: int) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise SourceError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+class Camera:
+    def __init__(
+        self, settings: CameraSettings, logger: logging.Logger, source: Source | None = None
+    ) -> None:
+        self._settings = settings
+        self._logger = logger
+        self._id = settings.camera_id
+        self._source = source or make_source(settings)
+        self._interval_s = 1.0 / settings.camera_fps
+        self._seq = 0
+        self._size: tuple[int, int] | None = None
+        self._state: CameraInfo | None = None
+        self._info_lock = threading.Lock()
+        self.bad_commands = 0
+        self._bad_log = RateLimitedLog(logger)
+        self.frames_dropped = 0
+        self._slow_log = RateLimitedLog(logger)
+        self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
+        self.mqtt = MqttClient(
+            settings, client_id=f"camera-{self._id}", status_topic=topics.status(self._id), logger=logger
+        )
+        self.alarm = Alarm(
+            settings.player_argv,
+            settings.alarm_sound,
+            default_duration_s=settings.alarm_duration,
+            cooldown_s=settings.alarm_cooldown,
+            on_state=self._publish_alarm_state,
+            logger=logger.getChild("alarm"),
+        )
+        self.mqtt.subscribe(topics.alarm_set(self._id), self._on_alarm_set, qos=1)
+
+    # ---- MQTT side
+
+    def _on_alarm_set(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            command = AlarmCommand.parse(bytes(message.payload))
+        except BadPayload as error:
+            self.bad_commands += 1
+            self._bad_log.report(
+                "alarm", f"ignored bad alarm command #{self.bad_commands} on {message.topic}: {error}"
+            )
+            return
+        self.alarm.command(command)
+
+    def _publish_alarm_state(self, sounding: bool) -> None:
+        self.mqtt.publish(topics.alarm_state(self._id), on_off(sounding), qos=1, retain=True)
+
+    def _set_info(self, state: str, error: str | None = None) -> None:
+        width, height = self._size or (None, None)
+        info = CameraInfo.model_validate(
+            {
+                "camera": self._id,
+                "source_kind": self._source.kind,
+                "source": self._source.shown,
+                "state": state,
+                "width": width,
+                "height": height,
+                "fps": self._settings.camera_fps,
+                "source_fps": self._source.fps,
+                "error": error,
+                "software_version": __version__,
+                "updated_at": time.time(),
+            }
+        )
+        with self._info_lock:
+            self._state = info
+        self._publish_info()
+
+    def _publish_info(self) -> None:
+        with self._info_lock:
+            info = self._state
+        if info is not None:
+            self.mqtt.publish(topics.info(self._id), info.to_json(), qos=1, retain=True)
+
+    def _on_connected(self) -> None:
+        """Retained state is said again on every connect: a broker without persistence forgets it."""
+        self._publish_info()
+        self._publish_alarm_state(self.alarm.sounding)
+
+    # ---- capture side
+
+    def run(self, stop: threading.Event) -> None:
+        """Capture and publish until ``stop`` is set; a failing source is reopened with backoff."""
+        self.mqtt.start()
+        watcher = threading.Thread(
+            target=self._watch_connection, args=(stop,), name="connection", daemon=True
+        )
+        watcher.start()
+        delay = REOPEN_MIN_DELAY_S
+        try:
+            while not stop.is_set():
+                try:
+                    self._source.open()
+                    self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+                    delay = REOPEN_MIN_DELAY_S
+                    self._stream(stop)
+                except SourceError as error:
+                    self._logger.warning(
+                        "source %s: %s; reopening in %.0f s", self._source.shown, error, delay
+                    )
+                    self._set_info("reconnecting", str(error))
+                    stop.wait(delay)
+                    delay = min(delay * 2, REOPEN_MAX_DELAY_S)
+                finally:
+                    self._source.close()
+        finally:
+            self.alarm.stop()
+            self._set_info("stopped")
+            if self.bad_commands:
+                self._logger.info("ignored %d bad alarm commands in all", self.bad_commands)
+            self.mqtt.stop()
+
+    def _stream(self, stop: threading.Event) -> None:
+        due = time.monotonic()
+        announced = False
+        while not stop.is_set():
+            frame = self._source.next_frame(due, stop)
+            if frame is None:
+                return
+            self._publish_frame(frame)
+            if not announced:
+                self._set_info("streaming")
+                announced = True
+            # Keep to the schedule; after a stall, start a new one instead of bursting to catch up.
+            due = max(due + self._interval_s, time.monotonic() - self._interval_s / 2)
+
+    def _network_keeps_up(self) -> bool:
+        """False while earlier frames still wait to be written to the socket: then this frame is dropped
+        (before it costs an encode) instead of growing a queue of ever staler frames in paho."""
+        now = time.monotonic()
+        while self._unsent:
+            queued_at, info = self._unsent[0]
+            # Frames queued before a reconnect are discarded by paho and never reported as sent.
+            if info.is_published() or now - queued_at > UNSENT_FORGET_S:
+                self._unsent.popleft()
+            else:
+                break
+        return len(self._unsent) < MAX_UNSENT_FRAMES
+
+    def _publish_frame(self, frame: Frame) -> None:
+        if not self._network_keeps_up():
+            self.frames_dropped += 1
+            self._slow_log.report(
+                "slow", f"the network is slower than the frames; {self.frames_dropped} dropped"
+            )
+            return
+        image = resize_to_width(frame.image, self._settings.camera_width)
+        height, width = image.shape[:2]
+        self._size = (width, height)
+        meta = FrameMeta(captured_ms=frame.captured_ms, seq=self._seq, width=width, height=height)
+        jpeg = encode_jpeg(image, self._settings.camera_jpeg_quality)
+        # QoS 0 and dropped while disconnected: a stale frame is worth nothing.
+        info = self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._unsent.append((time.monotonic(), info))
+        self._seq += 1
+
+    def _watch_connection(self, stop: threading.Event) -> None:
+        was_connected = False
+        while not stop.wait(0.2):
+            connected = self.mqtt.connected.is_set()
+            if connected and not was_connected:
+                self._on_connected()
+            was_connected = connected

@@ -1,0 +1,129 @@
+"""Helpers for the camera tests: settings, short clips cut from the real footage, an MJPEG IP camera."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from scripts.localbroker import LocalBroker
+from services.common.schemas import FrameMeta
+from tests.support import PERSON_VIDEO, Received
+
+
+def camera_settings(
+    broker: LocalBroker, camera_id: str, source: Path | str = PERSON_VIDEO, **extra: str
+) -> dict[str, str]:
+    """A camera's environment: its own broker login, the person video unless told otherwise."""
+    return {
+        **broker.camera_env(camera_id),
+        "CAMERA_ID": camera_id,
+        "CAMERA_SOURCE": str(source),
+        "LOG_LEVEL": "DEBUG",
+        **extra,
+    }
+
+
+def read_frames(video: Path, count: int, start: int = 0) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames: list[np.ndarray] = []
+    while len(frames) < count:
+        ok, image = capture.read()
+        assert ok, f"{video} has fewer than {start + count} frames"
+        frames.append(image)
+    capture.release()
+    return frames
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    """A short clip of real footage, for what the 139 s video is too long for (its end, its loop)."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    for image in frames:
+        writer.write(image)
+    writer.release()
+    assert path.stat().st_size > 0
+    return path
+
+
+def meta(message: Received) -> FrameMeta:
+    found = FrameMeta.from_properties(message.properties)
+    assert found is not None, "frame without metadata"
+    return found
+
+
+def decode(message: Received) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(message.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a decodable JPEG"
+    return image
+
+
+class MjpegCamera:
+    """An IP camera as many sell it: multipart JPEG over HTTP at a fixed rate, served from real footage.
+
+    ``stop()`` drops every connection, as a camera that loses power does; ``start()`` brings it back on the
+    same port."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float) -> None:
+        self._jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in frames]
+        self._period = 1.0 / fps
+        self._server: ThreadingHTTPServer | None = None
+        self._running = threading.Event()
+        self.port = 0
+        self.served = 0
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials}127.0.0.1:{self.port}/video.mjpg"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for jpeg in camera._endless():
+                    if not camera._running.is_set():
+                        return
+                    try:
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\n"
+                            + f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
+                            + jpeg
+                            + b"\r\n"
+                        )
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    camera.served += 1
+                    time.sleep(camera._period)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        return Handler
+
+    def _endless(self) -> Iterator[bytes]:
+        while True:
+            yield from self._jpegs
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._running.set()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._running.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
