@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -230,11 +230,25 @@ class HassDiscovery:
     """
 
     def __init__(
-        self, client: MqttClient, prefix: str, labels: Iterable[str], logger: logging.Logger
+        self,
+        client: MqttClient,
+        prefix: str,
+        labels: Iterable[str],
+        logger: logging.Logger,
+        *,
+        cameras: Iterable[str] = (),
+        camera_labels: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
+        """``labels`` get a sensor and a snapshot on every camera, unless ``camera_labels`` names other
+        labels for a camera; ``cameras`` limits discovery to those (a detector that serves only them)."""
         self._client = client
         self._prefix = prefix
         self._labels = [topics.label_slug(label) for label in labels]
+        self._camera_labels = {
+            camera: [topics.label_slug(label) for label in own]
+            for camera, own in (camera_labels or {}).items()
+        }
+        self._only = set(cameras)
         self._logger = logger
         self._bad_log = RateLimitedLog(logger)
         self._cameras: dict[str, schemas.CameraInfo] = {}
@@ -250,13 +264,16 @@ class HassDiscovery:
         # The hub needs no camera; it is published once connected, and the retained config stays.
         self._publish(hub_entities())
 
+    def _labels_of(self, camera: str) -> list[str]:
+        return self._camera_labels.get(camera, self._labels)
+
     def _publish(self, entities: Iterable[Entity]) -> None:
         for entity in entities:
             self._client.publish(entity.topic(self._prefix), schemas.dumps(entity.config), qos=1, retain=True)
 
     def _on_info(self, message: mqtt.MQTTMessage) -> None:
         camera = topics.camera_of(message.topic)
-        if camera is None:
+        if camera is None or (self._only and camera not in self._only):
             return
         if not message.payload:
             self._remove(camera)
@@ -273,7 +290,7 @@ class HassDiscovery:
         # Info is republished on every state change; the configs change only with the device's identity.
         if known is None or camera_device(known) != camera_device(info):
             self._logger.info("publishing Home Assistant discovery for camera %s", camera)
-            self._publish(camera_entities(info, self._labels))
+            self._publish(camera_entities(info, self._labels_of(info.camera)))
 
     def _remove(self, camera: str) -> None:
         with self._lock:
@@ -281,7 +298,7 @@ class HassDiscovery:
         if info is None:
             return
         self._logger.info("removing camera %s from Home Assistant", camera)
-        for entity in camera_entities(info, self._labels):
+        for entity in camera_entities(info, self._labels_of(info.camera)):
             self._client.publish(entity.topic(self._prefix), b"", qos=1, retain=True)
 
     def _on_hass_status(self, message: mqtt.MQTTMessage) -> None:
@@ -292,4 +309,4 @@ class HassDiscovery:
         self._logger.info("Home Assistant is online: republishing discovery for %d camera(s)", len(cameras))
         self._publish(hub_entities())
         for info in cameras:
-            self._publish(camera_entities(info, self._labels))
+            self._publish(camera_entities(info, self._labels_of(info.camera)))
