@@ -8,9 +8,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import cv2
+import jinja2
 import pytest
 from pydantic import ValidationError
 
@@ -18,7 +20,8 @@ from scripts.localbroker import LocalBroker
 from services.common import hass, schemas, topics
 from services.common.mqtt import MqttClient
 from services.common.settings import ServiceSettings
-from tests.support import PERSON_VIDEO, Collector
+from tests.camera_helpers import camera_settings
+from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess
 
 # What Home Assistant's MQTT platforms accept, from its documentation (integrations/<platform>.mqtt) and
 # homeassistant/components/mqtt/abbreviations.py. Full names with the abbreviations we might meet.
@@ -341,4 +344,57 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
             camera_side.publish(retained, b"", retain=True)
         camera_side.close()
         detector.stop()
+        home_assistant.close()
+
+
+def test_with_the_real_camera_and_detector_home_assistant_sees_pictures_and_occupancy(
+    broker: LocalBroker, service: Callable[[str, dict[str, str]], ServiceProcess]
+) -> None:
+    """The whole path: the camera service streams the person video, the detector service (with the real
+    model) publishes discovery and its states, and the Home Assistant-like subscriber follows them."""
+    camera = f"hae2e-{uuid.uuid4().hex[:8]}"
+    home_assistant = HomeAssistantLike(broker, hass.DEFAULT_PREFIX, camera)
+    service(
+        "detector",
+        {
+            **broker.env("detector"),
+            "DETECTOR_MODEL": str(MODEL_DIR / "detect.tflite"),
+            "DETECTOR_CAMERAS": camera,
+            "DETECTOR_OBJECTS": "person",
+            "DETECTOR_STATS_INTERVAL": "1",
+            "DETECTOR_INSTANCE": camera,
+        },
+    )
+    service("camera", camera_settings(broker, camera, CAMERA_FPS="8", CAMERA_LOOP="true"))
+    try:
+        expected = len(all_entities(camera, ["person"]))
+        configs = home_assistant.configs(expected)
+        assert len(configs) == expected, sorted(configs)
+        followed = home_assistant.follow(configs)
+        try:
+            for config in configs.values():
+                picture_topic = config.get("topic") or config.get("image_topic")
+                if picture_topic:
+                    received = followed.wait_for(picture_topic, timeout=30)
+                    assert schemas.looks_like_jpeg(received.payload), picture_topic
+                if config.get("device_class") == "occupancy":
+                    assert followed.wait_for(config["state_topic"], timeout=30).payload in {b"ON", b"OFF"}
+            # The sensors' templates, rendered as Home Assistant does, give numbers for this camera.
+            stats = followed.wait_for(
+                topics.DETECTOR_STATS,
+                lambda m: (
+                    camera in json.loads(m.payload)["cameras"]
+                    and json.loads(m.payload)["cameras"][camera]["inferences"] > 0
+                ),
+                timeout=30,
+            )
+            for config in configs.values():
+                if "value_template" in config:
+                    value = jinja2.Template(config["value_template"]).render(
+                        value_json=json.loads(stats.payload)
+                    )
+                    assert float(value) >= 0, (config["unique_id"], value)
+        finally:
+            followed.close()
+    finally:
         home_assistant.close()
