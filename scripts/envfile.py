@@ -46,7 +46,7 @@ COMPOSE_VARIABLES = (
     ),
     ("NOTIFIER_MQTT_PASSWORD", "", "Broker password of the notifier user."),
     ("WEB_MQTT_PASSWORD", "", "Broker password of the web user."),
-    ("CAMERA_MQTT_PASSWORD", "", "Broker password of the user cam-<CAMERA_ID>, for a camera on the server."),
+    ("CAMERA_MQTT_PASSWORD", "", "Broker password of `cam-<CAMERA_ID>`, a camera on the server."),
     (
         "MQTT_PUBLISHED_PORT",
         "1883",
