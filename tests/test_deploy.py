@@ -199,7 +199,9 @@ def test_a_container_configured_from_env_example_starts_with_valid_settings(comp
     """What a container gets: .env (a copy of .env.example, with the passwords filled in) under the compose
     file's environment. Every service must accept it."""
     spec = load_compose("docker-compose.yml")["services"][compose_service]
-    example = {**env_example(), f"{compose_service.upper()}_MQTT_PASSWORD": "secret", "CAMERA_ID": "front"}
+    # What docs/deploy.md has the user fill in before the first start.
+    filled = {f"{compose_service.upper()}_MQTT_PASSWORD": "secret", "CAMERA_ID": "front", "WEB_PASSWORD": "pw"}
+    example = {**env_example(), **filled}
     environment = {k: interpolate(str(v), example) for k, v in spec["environment"].items()}
     settings_class = service_settings_class(compose_service)
     assert settings_class is not None
