@@ -12,7 +12,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from services.common.mqtt import MqttClient
 from services.common.settings import ServiceSettings
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, Collector, ServiceProcess
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.pi.yml", "docker-compose.tls.yml"]
 SERVICES = ("camera", "detector", "notifier", "web")
@@ -200,7 +202,11 @@ def test_a_container_configured_from_env_example_starts_with_valid_settings(comp
     file's environment. Every service must accept it."""
     spec = load_compose("docker-compose.yml")["services"][compose_service]
     # What docs/deploy.md has the user fill in before the first start.
-    filled = {f"{compose_service.upper()}_MQTT_PASSWORD": "secret", "CAMERA_ID": "front", "WEB_PASSWORD": "pw"}
+    filled = {
+        f"{compose_service.upper()}_MQTT_PASSWORD": "secret",
+        "CAMERA_ID": "front",
+        "WEB_PASSWORD": "pw",
+    }
     example = {**env_example(), **filled}
     environment = {k: interpolate(str(v), example) for k, v in spec["environment"].items()}
     settings_class = service_settings_class(compose_service)
@@ -291,9 +297,9 @@ def test_hadolint_finds_nothing_in_the_dockerfiles() -> None:
     assert bad.returncode != 0 and "DL3006" in bad.stdout
 
 
-def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.common.healthcheck"],
+        [sys.executable, "-m", "services.common.healthcheck", *args],
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), **env},
         cwd="/",
         capture_output=True,
@@ -331,3 +337,30 @@ def test_the_brokers_healthcheck_command_tells_up_from_down(broker: LocalBroker)
     down = shell.replace("-p 1883", f"-p {free_port()}")
     assert subprocess.run(["sh", "-c", up]).returncode == 0
     assert subprocess.run(["sh", "-c", down]).returncode != 0
+
+
+def test_web_healthcheck_asks_the_real_web_relay(
+    broker: LocalBroker, service: Callable[[str, dict[str, str]], ServiceProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    web = service(
+        "web",
+        {
+            **broker.env("web"),
+            "WEB_HOST": "127.0.0.1",
+            "WEB_PORT": str(port),
+            "WEB_PASSWORD": "correct horse battery staple",
+            "WEB_DATA_DIR": str(tmp_path / "web-data"),
+        },
+    )
+    env = {"MQTT_PORT": str(broker.port), "WEB_PORT": str(port)}
+    # A connection to the broker that outlives the web relay, so the last check fails on HTTP alone.
+    bystander = Collector(broker)
+    deadline = time.monotonic() + 20
+    while (result := run_healthcheck(env, "--web")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert result.returncode == 0, result.stderr + web.log[-2000:]
+    assert web.stop() == 0
+    stopped = run_healthcheck(env, "--web")
+    bystander.close()
+    assert stopped.returncode == 1 and f"no answer on http://127.0.0.1:{port}/healthz" in stopped.stderr
