@@ -293,12 +293,18 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
         status_topic=topics.service_status("detector"),
         logger=logging.getLogger("hass-test"),
     )
-    discovery = hass.HassDiscovery(detector, prefix, ["person"], logging.getLogger("hass-test"))
+    # Served by this detector: only `camera`; another camera's info must not make entities here.
+    discovery = hass.HassDiscovery(
+        detector, prefix, ["person"], logging.getLogger("hass-test"), cameras=[camera]
+    )
+    not_served = f"{camera}-x"
+    admin = Collector(broker)
     discovery.start()
     detector.start()
     camera_side = Collector(broker, user=camera_login["MQTT_USERNAME"])
     try:
         assert detector.connected.wait(10)
+        admin.publish(topics.info(not_served), camera_info(not_served).to_json())
         camera_side.publish(topics.info(camera), camera_info(camera).to_json(), retain=True)
         expected = len(all_entities(camera, ["person"]))
         configs = home_assistant.configs(expected)
@@ -339,10 +345,14 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
         while discovery.bad_payloads == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert discovery.bad_payloads == 1
+        assert not [
+            m.topic for m in home_assistant.discovery.messages if f"/sentrycam_{not_served}/" in m.topic
+        ]
     finally:
         for retained in (topics.label_state(camera, "person"), topics.label_snapshot(camera, "person")):
             camera_side.publish(retained, b"", retain=True)
         camera_side.close()
+        admin.close()
         detector.stop()
         home_assistant.close()
 
