@@ -64,19 +64,45 @@ def decode(message: Received) -> np.ndarray:
     return image
 
 
+MARK_BITS = 5
+MARK_MODULO = 2**MARK_BITS
+MARK_SIZE = 1 / 16  # of the width, per square
+
+
+def mark(image: np.ndarray, number: int) -> np.ndarray:
+    marked = image.copy()
+    side = int(image.shape[1] * MARK_SIZE)
+    for bit in range(MARK_BITS):
+        marked[:side, bit * side : (bit + 1) * side] = 255 if number >> bit & 1 else 0
+    return marked
+
+
+def read_mark(image: np.ndarray) -> int:
+    """The number ``mark`` wrote, read back at whatever size the camera resized the frame to."""
+    side = int(image.shape[1] * MARK_SIZE)
+    inner = slice(side // 4, side * 3 // 4)
+    return sum(
+        1 << bit
+        for bit in range(MARK_BITS)
+        if image[inner, bit * side : (bit + 1) * side][:, inner].mean() > 128
+    )
+
+
 class MjpegCamera:
     """An IP camera as many sell it: multipart JPEG over HTTP at a fixed rate, served from real footage.
 
     ``stop()`` drops every connection, as a camera that loses power does; ``start()`` brings it back on the
-    same port."""
+    same port. Each frame carries its number (mod 32) as five black or white squares along the top edge, so
+    a test can tell which frame the camera published and how far behind the stream it was."""
 
     def __init__(self, frames: list[np.ndarray], fps: float) -> None:
-        self._jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in frames]
+        self._frames = frames
         self._period = 1.0 / fps
         self._server: ThreadingHTTPServer | None = None
         self._running = threading.Event()
         self.port = 0
         self.served = 0
+        self.sent_at: list[float] = []  # when frame number n went out
 
     def url(self, credentials: str = "") -> str:
         return f"http://{credentials}127.0.0.1:{self.port}/video.mjpg"
@@ -89,9 +115,10 @@ class MjpegCamera:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
-                for jpeg in camera._endless():
+                for image in camera._endless():
                     if not camera._running.is_set():
                         return
+                    jpeg = cv2.imencode(".jpg", mark(image, camera.served % MARK_MODULO))[1].tobytes()
                     try:
                         self.wfile.write(
                             b"--frame\r\nContent-Type: image/jpeg\r\n"
@@ -102,6 +129,7 @@ class MjpegCamera:
                         self.wfile.flush()
                     except OSError:
                         return
+                    camera.sent_at.append(time.time())
                     camera.served += 1
                     time.sleep(camera._period)
 
@@ -110,9 +138,14 @@ class MjpegCamera:
 
         return Handler
 
-    def _endless(self) -> Iterator[bytes]:
+    def _endless(self) -> Iterator[np.ndarray]:
         while True:
-            yield from self._jpegs
+            yield from self._frames
+
+    def lag(self, image: np.ndarray, arrived: float) -> int:
+        """How many frames the stream had sent, when ``image`` arrived, after the one it shows."""
+        latest = sum(1 for sent in self.sent_at if sent <= arrived) - 1
+        return int((latest - read_mark(image)) % MARK_MODULO)
 
     def start(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())

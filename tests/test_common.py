@@ -184,3 +184,19 @@ def test_env_example_lists_every_setting() -> None:
         [sys.executable, "-m", "scripts.envfile", "--check"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unreachable_broker_is_reported_not_silent(
+    own_broker: LocalBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    own_broker.stop()
+    client = _client(own_broker, monkeypatch, "notifier", topics.service_status("notifier"))
+    with caplog.at_level(logging.WARNING):
+        client.start()
+        try:
+            deadline = time.monotonic() + 5
+            while "cannot reach the broker" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            client.stop()
+    assert f"cannot reach the broker at 127.0.0.1:{own_broker.port}; retrying with backoff" in caplog.text

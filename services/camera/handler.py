@@ -16,7 +16,14 @@ from services.camera.settings import CameraSettings
 from services.camera.sources import Frame, Image, Source, SourceError, make_source
 from services.common import __version__, topics
 from services.common.mqtt import MqttClient, RateLimitedLog
-from services.common.schemas import AlarmCommand, BadPayload, CameraInfo, FrameMeta, on_off
+from services.common.schemas import (
+    MAX_FRAME_BYTES,
+    AlarmCommand,
+    BadPayload,
+    CameraInfo,
+    FrameMeta,
+    on_off,
+)
 
 
 def resize_to_width(image: Image, width: int | None) -> Image:
@@ -54,12 +61,18 @@ class Camera:
         self.frames_dropped = 0
         self._slow_log = RateLimitedLog(logger)
         self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
+        self._alarm_on = False
+        self._alarm_lock = threading.Lock()
         self.mqtt = MqttClient(
-            settings, client_id=f"camera-{self._id}", status_topic=topics.status(self._id), logger=logger
+            settings,
+            client_id=f"camera-{self._id}",
+            status_topic=topics.status(self._id),
+            logger=logger,
+            on_connect=self._on_connected,
         )
         self.alarm = Alarm(
             settings.player_argv,
-            settings.alarm_sound,
+            settings.sound,
             default_duration_s=settings.alarm_duration,
             cooldown_s=settings.alarm_cooldown,
             on_state=self._publish_alarm_state,
@@ -80,8 +93,13 @@ class Camera:
             return
         self.alarm.command(command)
 
-    def _publish_alarm_state(self, sounding: bool) -> None:
-        self.mqtt.publish(topics.alarm_state(self._id), on_off(sounding), qos=1, retain=True)
+    def _publish_alarm_state(self, sounding: bool | None = None) -> None:
+        """Publish a new alarm state, or (None) say the current one again; one at a time, so the broker
+        never ends up holding an older state than the newest."""
+        with self._alarm_lock:
+            if sounding is not None:
+                self._alarm_on = sounding
+            self.mqtt.publish(topics.alarm_state(self._id), on_off(self._alarm_on), qos=1, retain=True)
 
     def _set_info(self, state: str, error: str | None = None) -> None:
         width, height = self._size or (None, None)
@@ -100,53 +118,57 @@ class Camera:
                 "updated_at": time.time(),
             }
         )
-        with self._info_lock:
-            self._state = info
-        self._publish_info()
+        self._publish_info(info)
 
-    def _publish_info(self) -> None:
+    def _publish_info(self, info: CameraInfo | None = None) -> None:
+        """Publish new info, or (None) say the current one again; under a lock, as for the alarm state."""
         with self._info_lock:
-            info = self._state
-        if info is not None:
-            self.mqtt.publish(topics.info(self._id), info.to_json(), qos=1, retain=True)
+            self._state = info or self._state
+            if self._state is not None:
+                self.mqtt.publish(topics.info(self._id), self._state.to_json(), qos=1, retain=True)
 
     def _on_connected(self) -> None:
         """Retained state is said again on every connect: a broker without persistence forgets it."""
         self._publish_info()
-        self._publish_alarm_state(self.alarm.sounding)
+        self._publish_alarm_state()
 
     # ---- capture side
 
     def run(self, stop: threading.Event) -> None:
         """Capture and publish until ``stop`` is set; a failing source is reopened with backoff."""
         self.mqtt.start()
-        watcher = threading.Thread(
-            target=self._watch_connection, args=(stop,), name="connection", daemon=True
-        )
-        watcher.start()
         delay = REOPEN_MIN_DELAY_S
         try:
             while not stop.is_set():
-                try:
-                    self._source.open()
-                    self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+                opened, error = self._capture(stop)
+                if error is None:
+                    break
+                if opened:  # it worked for a while: start the backoff again
                     delay = REOPEN_MIN_DELAY_S
-                    self._stream(stop)
-                except SourceError as error:
-                    self._logger.warning(
-                        "source %s: %s; reopening in %.0f s", self._source.shown, error, delay
-                    )
-                    self._set_info("reconnecting", str(error))
-                    stop.wait(delay)
-                    delay = min(delay * 2, REOPEN_MAX_DELAY_S)
-                finally:
-                    self._source.close()
+                self._logger.warning("source %s: %s; reopening in %.0f s", self._source.shown, error, delay)
+                self._set_info("reconnecting", error)
+                stop.wait(delay)
+                delay = min(delay * 2, REOPEN_MAX_DELAY_S)
         finally:
             self.alarm.stop()
             self._set_info("stopped")
             if self.bad_commands:
                 self._logger.info("ignored %d bad alarm commands in all", self.bad_commands)
             self.mqtt.stop()
+
+    def _capture(self, stop: threading.Event) -> tuple[bool, str | None]:
+        """Open the source and stream until ``stop``; whether it opened, and why it failed (None: stopped)."""
+        opened = False
+        try:
+            self._source.open()
+            opened = True
+            self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+            self._stream(stop)
+            return opened, None
+        except (SourceError, cv2.error) as error:  # cv2.error: a frame OpenCV chokes on
+            return opened, str(error)
+        finally:
+            self._source.close()
 
     def _stream(self, stop: threading.Event) -> None:
         due = time.monotonic()
@@ -176,6 +198,8 @@ class Camera:
         return len(self._unsent) < MAX_UNSENT_FRAMES
 
     def _publish_frame(self, frame: Frame) -> None:
+        if not self.mqtt.connected.is_set():
+            return  # nobody to send it to: not worth an encode (the MQTT client logs the lost broker)
         if not self._network_keeps_up():
             self.frames_dropped += 1
             self._slow_log.report(
@@ -187,16 +211,15 @@ class Camera:
         self._size = (width, height)
         meta = FrameMeta(captured_ms=frame.captured_ms, seq=self._seq, width=width, height=height)
         jpeg = encode_jpeg(image, self._settings.camera_jpeg_quality)
+        if len(jpeg) > MAX_FRAME_BYTES:
+            # The broker would drop it anyway (message_size_limit); say why no frames arrive.
+            self._slow_log.report(
+                "big",
+                f"frame of {len(jpeg)} bytes is over {MAX_FRAME_BYTES}: set CAMERA_WIDTH or quality lower",
+            )
+            return
         # QoS 0 and dropped while disconnected: a stale frame is worth nothing.
         info = self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._unsent.append((time.monotonic(), info))
         self._seq += 1
-
-    def _watch_connection(self, stop: threading.Event) -> None:
-        was_connected = False
-        while not stop.wait(0.2):
-            connected = self.mqtt.connected.is_set()
-            if connected and not was_connected:
-                self._on_connected()
-            was_connected = connected

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import cv2
 from pydantic import Field, field_validator
 
 from services.camera.const import DEFAULT_ALARM_SOUND
@@ -49,6 +50,17 @@ def source_kind(source: str) -> SourceKind:
             "picamera for the Pi camera)"
         )
     return "file"
+
+
+def check_video_file(path: str) -> None:
+    """A file is there for good or not at all, so one that holds no readable video is a bad setting
+    (a device or a stream may come back later and is retried instead)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened() or not capture.read()[0]:
+            raise ValueError("not a video file OpenCV can read")
+    finally:
+        capture.release()
 
 
 def redact(source: str) -> str:
@@ -99,8 +111,8 @@ class CameraSettings(ServiceSettings):
         description="Resize frames to this width, keeping the aspect; empty = as captured.",
     )
     camera_jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of published frames, 1-100.")
-    alarm_sound: Path = Field(
-        DEFAULT_ALARM_SOUND, description="Sound file the alarm plays (default: the bundled siren)."
+    alarm_sound: Path | None = Field(
+        None, description="Sound file the alarm plays; empty = the bundled siren (services/camera/sounds)."
     )
     alarm_player: str = Field(
         "aplay -q",
@@ -122,18 +134,19 @@ class CameraSettings(ServiceSettings):
     @field_validator("camera_source")
     @classmethod
     def usable_source(cls, value: str) -> str:
-        source_kind(value.strip())
+        if source_kind(value.strip()) == "file":
+            check_video_file(value.strip())
         return value.strip()
 
-    @field_validator("camera_width", mode="before")
+    @field_validator("camera_width", "alarm_sound", mode="before")
     @classmethod
-    def empty_width_means_unset(cls, value: Any) -> Any:
+    def empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
     @field_validator("alarm_sound")
     @classmethod
-    def sound_exists(cls, value: Path) -> Path:
-        if not value.is_file():
+    def sound_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
             raise ValueError(f"no such sound file: {value}")
         return value
 
@@ -151,6 +164,10 @@ class CameraSettings(ServiceSettings):
     @property
     def kind(self) -> SourceKind:
         return source_kind(self.camera_source)
+
+    @property
+    def sound(self) -> Path:
+        return self.alarm_sound or DEFAULT_ALARM_SOUND
 
     @property
     def player_argv(self) -> list[str]:

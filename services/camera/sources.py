@@ -76,7 +76,8 @@ def open_capture(target: str | int, kind: SourceKind) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()
-        raise SourceError(f"cannot open {redact(str(target))}")
+        what = {"device": "the webcam", "stream": "the stream", "file": "the video file"}.get(kind, kind)
+        raise SourceError(f"cannot open {what} (unplugged, unreachable, or in use by another program?)")
     return capture
 
 

@@ -73,13 +73,19 @@ class MqttClient:
         status_topic: str,
         logger: logging.Logger,
         persistent_session_s: int = 0,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         """``persistent_session_s`` > 0 keeps the session (subscriptions and queued QoS 1 messages) on the
-        broker for that long while this client is away; it needs a stable ``client_id``."""
+        broker for that long while this client is away; it needs a stable ``client_id``.
+
+        ``on_connect`` is called on every (re)connect, once subscribed and just before ``online`` is
+        published, in the network thread: the place to publish retained state again, so that whoever
+        reacts to ``online`` already finds it."""
         self._settings = settings
         self._status_topic = status_topic
         self._logger = logger
         self._persistent_session_s = persistent_session_s
+        self._on_connect_hook = on_connect
         self._subscriptions: dict[str, Subscription] = {}
         self._lock = threading.Lock()
         # Set once connected, subscribed, and "online" is published; cleared while the broker is away.
@@ -98,6 +104,8 @@ class MqttClient:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
+        self._unreachable_log = RateLimitedLog(logger)
         self._initial_subscribe_mid: int | None = None
         self._client = client
 
@@ -215,8 +223,22 @@ class MqttClient:
             self._announce_online()
 
     def _announce_online(self) -> None:
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook()
+            except Exception:
+                self.handler_errors += 1
+                self._logger.exception("on_connect hook failed")
         self._client.publish(self._status_topic, topics.ONLINE, qos=1, retain=True)
         self.connected.set()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        # Without this a wrong MQTT_HOST looks like a service that silently does nothing.
+        self._unreachable_log.report(
+            "connect",
+            f"cannot reach the broker at {self._settings.mqtt_host}:{self._settings.mqtt_port}; "
+            "retrying with backoff",
+        )
 
     def _on_disconnect(
         self,
