@@ -68,7 +68,11 @@ def service_user_env(user: str) -> Callable[[LocalBroker, dict[str, str]], dict[
 SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | None]] = {
     "camera": camera_env,
     "detector": service_user_env("detector"),
-    "notifier": service_user_env("notifier"),
+    "notifier": lambda broker, config: {
+        **broker.env("notifier"),
+        # The outbox next to the broker's files, in the run dir (SENTRYCAM_RUN_DIR).
+        "NOTIFY_DATA_DIR": config.get("NOTIFY_DATA_DIR") or str(broker.workdir.parent / "notifier"),
+    },
     "web": service_user_env("web"),
 }
 

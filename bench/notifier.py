@@ -1,0 +1,130 @@
+"""Notifier latency: a ``start`` event published -> the email accepted by the SMTP server.
+
+    .venv/bin/python -m bench.notifier [--events 50] [--security none ssl starttls]
+
+Runs a private Mosquitto (the project's config), a real aiosmtpd server per security mode, and the notifier
+as a child process. Baseline, measured in the same run against the same server: a bare yagmail send of an
+email of the same size (connect, TLS, login, send). Prints p50/p95 of both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import yagmail
+
+from scripts.localbroker import LocalBroker
+from services.common import topics
+from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, detection_event, snapshot_jpeg
+from tests.support import Collector, ServiceProcess
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def baseline(server: SmtpServer, jpeg_path: Path, count: int) -> list[float]:
+    """Seconds from starting a bare yagmail send (one connection per email, as the notifier does) to the
+    server accepting the email."""
+    context = ssl.create_default_context(cafile=str(server.cert_file) if server.cert_file else None)
+    kwargs = {"context": context} if server.security == "ssl" else {}
+    timings = []
+    for index in range(count):
+        before = len(server.mails)
+        started = time.time()
+        client = yagmail.SMTP(
+            user=SMTP_USER,
+            password=server.password,
+            host="127.0.0.1",
+            port=server.port,
+            smtp_ssl=server.security == "ssl",
+            smtp_starttls={"context": context} if server.security == "starttls" else False,
+            **kwargs,
+        )
+        client.send(
+            list(RECIPIENTS), f"baseline {index}", "body", attachments=[str(jpeg_path)], prettify_html=False
+        )
+        client.close()
+        # Measured to the server's acceptance, as for the notifier (not to the end of QUIT).
+        timings.append(server.wait_count(before + 1)[-1].at - started)
+    return timings
+
+
+def notifier_latency(
+    server: SmtpServer, broker: LocalBroker, workdir: Path, jpeg: bytes, count: int
+) -> list[float]:
+    """Seconds from publishing a start event (each on its own camera) to the server accepting the email."""
+    status = topics.service_status("notifier")
+    publisher = Collector(broker, status)
+    env = {
+        **broker.env("notifier"),
+        **server.env(),
+        "NOTIFY_DATA_DIR": str(workdir / f"data-{server.security}"),
+    }
+    notifier = ServiceProcess("notifier", env, workdir).start()
+    try:
+        publisher.wait_for(status, lambda m: m.payload == b"online", timeout=15)
+        timings = []
+        for index in range(count):
+            camera = f"bench-{server.security}-{index}"
+            before = len(server.mails)
+            started = time.time()
+            publisher.publish(topics.event(camera, "person"), detection_event(camera, f"{camera}-e", jpeg))
+            mail = server.wait_count(before + 1)[-1]
+            timings.append(mail.at - started)
+    finally:
+        notifier.stop()
+        publisher.close()
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50)
+    parser.add_argument("--security", nargs="+", default=["none", "ssl", "starttls"])
+    args = parser.parse_args()
+    # aiosmtpd's own warnings (AUTH on the ssl port, a deprecation) are noise here.
+    warnings.simplefilter("ignore")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    jpeg = snapshot_jpeg()
+    with tempfile.TemporaryDirectory() as temp:
+        workdir = Path(temp)
+        jpeg_path = workdir / "front-person.jpg"
+        jpeg_path.write_bytes(jpeg)
+        broker = LocalBroker(workdir / "broker")
+        broker.start()
+        try:
+            print(f"{args.events} events, snapshot {len(jpeg)} bytes, loopback")
+            print(f"{'mode':9} {'baseline p50/p95 ms':>20} {'notifier p50/p95 ms':>20} {'ratio p50/p95':>14}")
+            for security in args.security:
+                server = SmtpServer(workdir, security).start()
+                try:
+                    base = baseline(server, jpeg_path, args.events)
+                    ours = notifier_latency(server, broker, workdir, jpeg, args.events)
+                finally:
+                    server.stop()
+                b50, b95 = percentile(base, 0.5) * 1000, percentile(base, 0.95) * 1000
+                n50, n95 = percentile(ours, 0.5) * 1000, percentile(ours, 0.95) * 1000
+                print(
+                    f"{security:9} {b50:9.1f} / {b95:7.1f}  {n50:9.1f} / {n95:7.1f}  "
+                    f"{n50 / b50:6.2f} / {n95 / b95:5.2f}   (notifier max {max(ours) * 1000:.1f} ms,"
+                    f" mean {statistics.mean(ours) * 1000:.1f} ms)"
+                )
+        finally:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The notifier: email alerts with the snapshot, arming, and the deterrent (docs/notifier.md)."""

@@ -1,0 +1,17 @@
+"""Fixed values of the notifier that are not worth a setting."""
+
+from __future__ import annotations
+
+SERVICE = "notifier"
+# A fixed client id: the broker keeps this session (subscriptions and queued QoS 1 events) while we are away.
+CLIENT_ID = "sentrycam-notifier"
+# How long the broker keeps the session and its queued events while the notifier is down.
+SESSION_EXPIRY_S = 24 * 3600
+OUTBOX_FILE = "outbox.sqlite3"
+# When no retained arming state and no stored one arrive this soon after connecting, we are armed (default).
+ARMED_SETTLE_S = 1.0
+# The person label: only it triggers the deterrent.
+PERSON = "person"
+SMTP_DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+SENDER_NAME = "SentryCam"
+BAD_INPUT_LOG_INTERVAL_S = 60.0

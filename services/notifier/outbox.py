@@ -1,0 +1,171 @@
+"""The durable outbox: every alert is a row in SQLite before any email is tried.
+
+A row is ``pending`` until the SMTP server has accepted the email (then ``sent``) or it is older than
+NOTIFY_MAX_AGE (then ``expired``). Events that are recorded but not emailed (cooldown, quiet hours,
+disarmed, email off) are ``suppressed`` with the reason. The event id is unique, so an event the broker
+delivers twice (QoS 1 after a crash) is recorded, and alerted, once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["pending", "sent", "expired", "suppressed"]
+# Rows this old are deleted at start, so the outbox does not grow for ever.
+KEEP_S = 30 * 24 * 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    camera TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    started_at REAL NOT NULL,
+    snapshot BLOB,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_due ON alerts (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    event_id: str
+    camera: str
+    label: str
+    score: float
+    started_at: float
+    snapshot: bytes | None
+    attempts: int
+    reason: str | None
+
+
+class Outbox:
+    """One SQLite file shared by the MQTT thread (writes alerts) and the sender thread (sends them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # WAL + FULL: a committed row survives a crash or power cut, which the exactly-once promise needs.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record(
+        self,
+        *,
+        event_id: str,
+        camera: str,
+        label: str,
+        score: float,
+        started_at: float,
+        snapshot: bytes | None,
+        status: Status,
+        reason: str | None,
+        now: float,
+    ) -> bool:
+        """Store an alert; False when this event id is already stored (a redelivered event)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO alerts (event_id, camera, label, score, started_at, snapshot, status,"
+                " reason, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                # A suppressed alert will never be emailed: no need to keep its snapshot.
+                (
+                    event_id,
+                    camera,
+                    label,
+                    score,
+                    started_at,
+                    snapshot if status == "pending" else None,
+                    status,
+                    reason,
+                    now,
+                    now,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def due(self, now: float) -> list[Alert]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, event_id, camera, label, score, started_at, snapshot, attempts, reason"
+                " FROM alerts WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id",
+                (now,),
+            ).fetchall()
+        return [Alert(*row) for row in rows]
+
+    def next_attempt_at(self) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM alerts WHERE status = 'pending'"
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_sent(self, alert_id: int, now: float) -> None:
+        # Snapshots are dropped once no email needs them, so the rows kept for 30 days stay small.
+        self._update(
+            "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, snapshot = NULL"
+            " WHERE id = ?",
+            (now, alert_id),
+        )
+
+    def retry_later(self, alert_id: int, next_attempt_at: float, error: str) -> None:
+        self._update(
+            "UPDATE alerts SET attempts = attempts + 1, next_attempt_at = ?, reason = ? WHERE id = ?",
+            (next_attempt_at, error, alert_id),
+        )
+
+    def give_up(self, alert_id: int, reason: str) -> None:
+        self._update(
+            "UPDATE alerts SET status = 'expired', reason = ?, snapshot = NULL WHERE id = ?",
+            (reason, alert_id),
+        )
+
+    def last_alert_times(self) -> dict[str, float]:
+        """Per camera, when its latest emailed (or to-be-emailed) alert started: seeds the cooldown."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT camera, MAX(started_at) FROM alerts WHERE status != 'suppressed' GROUP BY camera"
+            ).fetchall()
+        return {camera: float(started) for camera, started in rows}
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status").fetchall()
+        return {status: int(count) for status, count in rows}
+
+    def prune(self, now: float) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM alerts WHERE status != 'pending' AND created_at < ?", (now - KEEP_S,)
+            )
+            return cursor.rowcount
+
+    def get_state(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, key: str, value: str) -> None:
+        self._update("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def _update(self, sql: str, parameters: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, parameters)
