@@ -60,6 +60,26 @@ def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | 
     return {"CAMERA_SOURCE": source, "CAMERA_ID": camera_id, **broker.camera_env(camera_id)}
 
 
+SHARED_MODEL = REPO_ROOT.parent / "shared" / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"
+NO_MODEL_HINT = (
+    "no detection model: run `python -m scripts.fetch_model --dest models` (or set DETECTOR_MODEL);\n"
+    "starting the other services without the detector."
+)
+
+
+def detector_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
+    """The detector's login, plus a model: DETECTOR_MODEL, models/detect.tflite, or the shared dev model."""
+    env = broker.env("detector")
+    if config.get("DETECTOR_MODEL") or (REPO_ROOT / "models" / "detect.tflite").is_file():
+        return env
+    if SHARED_MODEL.is_file():
+        return {**env, "DETECTOR_MODEL": str(SHARED_MODEL)}
+    if Path("/models/detect.tflite").is_file():
+        return env
+    print(NO_MODEL_HINT, flush=True)
+    return None
+
+
 def service_user_env(user: str) -> Callable[[LocalBroker, dict[str, str]], dict[str, str] | None]:
     return lambda broker, _config: broker.env(user)
 
@@ -67,7 +87,7 @@ def service_user_env(user: str) -> Callable[[LocalBroker, dict[str, str]], dict[
 # How each service logs in to the local broker; a service returns None when it cannot run here.
 SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | None]] = {
     "camera": camera_env,
-    "detector": service_user_env("detector"),
+    "detector": detector_env,
     "notifier": lambda broker, config: {
         **broker.env("notifier"),
         # The outbox next to the broker's files, in the run dir (SENTRYCAM_RUN_DIR).

@@ -198,6 +198,9 @@ class CameraStats(BaseModel):
     fps_inferred: float = 0.0
     events: int = 0
     detecting: bool = True
+    frame_age_ms_p50: float | None = None
+    frame_age_ms_p95: float | None = None
+    commands_bad: int = 0
 
 
 class DetectorStats(Message):
@@ -207,6 +210,7 @@ class DetectorStats(Message):
     interval_s: float
     cameras: dict[str, CameraStats]
     published_at: float
+    frames_bad_camera_id: int = 0
 
 
 def dumps(obj: object) -> bytes:

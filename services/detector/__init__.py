@@ -1,0 +1,1 @@
+"""The detector service: TFLite object detection on camera frames, published as MQTT events."""

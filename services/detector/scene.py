@@ -1,0 +1,104 @@
+"""Per-camera rules from the YAML file in DETECTOR_CONFIG: zones, masks and overrides of the defaults.
+
+    cameras:
+      front:
+        objects: [person, car]
+        threshold: 0.6
+        zones:
+          door: [[0.1, 0.4], [0.6, 0.4], [0.6, 1.0], [0.1, 1.0]]
+        masks:
+          - [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3], [0.8, 0.3]]
+
+Coordinates are normalized (x, y from the top-left corner, 0-1). An object counts when the bottom-centre
+of its box (where it stands) is inside a zone (any zone when none are given) and outside every mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.common import topics
+from services.detector.model import Detection
+
+Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
+Polygon = Annotated[list[Point], Field(min_length=3)]
+
+
+class CameraRules(BaseModel):
+    """One camera's section; anything left out falls back to the DETECTOR_* settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objects: list[str] | None = None
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    min_area: float | None = Field(None, ge=0.0, le=1.0)
+    max_area: float | None = Field(None, gt=0.0, le=1.0)
+    zones: dict[str, Polygon] = Field(default_factory=dict)
+    masks: list[Polygon] = Field(default_factory=list)
+
+    @field_validator("objects")
+    @classmethod
+    def labels(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [topics.label_slug(label) for label in value]
+
+
+class SceneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cameras: dict[str, CameraRules] = Field(default_factory=dict)
+
+    @field_validator("cameras")
+    @classmethod
+    def camera_ids(cls, value: dict[str, CameraRules]) -> dict[str, CameraRules]:
+        for camera in value:
+            topics.validate_camera_id(camera)
+        return value
+
+
+class SceneConfigError(ValueError):
+    pass
+
+
+def load_scene_config(path: Path | None) -> SceneConfig:
+    if path is None:
+        return SceneConfig()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return SceneConfig.model_validate(data)
+    except (OSError, yaml.YAMLError) as error:
+        raise SceneConfigError(f"cannot read {path}: {error}") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise SceneConfigError(f"{path}: {where}: {first['msg']}") from error
+
+
+def inside(point: tuple[float, float], polygon: list[Point]) -> bool:
+    """Even-odd ray casting: is the point inside the polygon (edges count as inside by tolerance)?"""
+    x, y = point
+    result = False
+    j = len(polygon) - 1
+    for i, (xi, yi) in enumerate(polygon):
+        xj, yj = polygon[j]
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            result = not result
+        j = i
+    return result
+
+
+def zones_of(detection: Detection, rules: CameraRules) -> list[str] | None:
+    """The zones the object stands in, ``[]`` when the camera has no zones, or None when the object is
+    outside every zone or inside a mask (it does not count)."""
+    foot = detection.foot
+    # A foot exactly on the bottom edge (y = 1.0) is inside a zone drawn to the edge.
+    foot = (foot[0], min(foot[1], 0.999))
+    if any(inside(foot, mask) for mask in rules.masks):
+        return None
+    if not rules.zones:
+        return []
+    names = [name for name, polygon in rules.zones.items() if inside(foot, polygon)]
+    return names or None

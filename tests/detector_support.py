@@ -1,0 +1,165 @@
+"""Helpers for the detector's service tests: real footage as JPEG frames, a camera-like publisher."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from scripts.localbroker import LocalBroker
+from services.common import schemas, topics
+from tests.support import MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, Collector
+
+MODEL = MODEL_DIR / "detect.tflite"
+JPEG_QUALITY = 80
+
+
+def read_frames(path: Path, first: int = 0, last: int | None = None) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    index = 0
+    while last is None or index <= last:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index >= first:
+            frames.append(frame)
+        index += 1
+    capture.release()
+    return frames
+
+
+def jpeg(frame: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    assert ok
+    return encoded.tobytes()
+
+
+def image_jpeg(name: str) -> bytes:
+    loaded = cv2.imread(str(MEDIA_DIR / "images" / name), cv2.IMREAD_COLOR)
+    assert loaded is not None
+    return jpeg(loaded)
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Real frames into a short video file for the camera service to stream."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def short_person_clip(path: Path) -> Path:
+    """3 s of the empty room, 6 s of a person walking in, then the empty room for 7 s (the clip's tail
+    twice): 16 s of real footage with the person entering after the opening and leaving before the end."""
+    frames = read_frames(PERSON_VIDEO, 30, 120) + read_frames(PERSON_VIDEO, 1360, 1393) * 2
+    return write_clip(path, frames, 10.0)
+
+
+class FramePublisher:
+    """Publishes JPEG frames with the camera's metadata properties, logged in as the camera's user."""
+
+    def __init__(self, broker: LocalBroker, camera_id: str) -> None:
+        self.camera_id = camera_id
+        self.seq = 0
+        self.sent_at: dict[int, int] = {}  # seq -> captured_ms
+        env = broker.camera_env(camera_id)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.username_pw_set(env["MQTT_USERNAME"], env["MQTT_PASSWORD"])
+        connected = threading.Event()
+        self._client.on_connect = lambda *_args: connected.set()
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        assert connected.wait(5)
+
+    def send(self, payload: bytes, *, properties: bool = True) -> None:
+        captured_ms = int(time.time() * 1000)
+        meta = schemas.FrameMeta(captured_ms=captured_ms, seq=self.seq, width=1, height=1)
+        self.sent_at[self.seq] = captured_ms
+        self.seq += 1
+        self._client.publish(
+            topics.frame(self.camera_id),
+            payload,
+            qos=0,
+            properties=meta.to_properties() if properties else None,
+        )
+
+    def stream(self, payloads: list[bytes], fps: float) -> None:
+        start = time.monotonic()
+        for index, payload in enumerate(payloads):
+            delay = start + index / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.send(payload)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def detector_env(broker: LocalBroker, **settings: str) -> dict[str, str]:
+    return {
+        **broker.env("detector"),
+        "DETECTOR_MODEL": str(MODEL),
+        "DETECTOR_STATS_INTERVAL": "1",
+        **{key.upper(): value for key, value in settings.items()},
+    }
+
+
+def wait_online(status: Collector, count: int = 1, timeout: float = 30.0) -> None:
+    """Live (not retained) ``online`` messages: the detector has its subscriptions."""
+    deadline = time.monotonic() + timeout
+    while (
+        len(
+            [
+                m
+                for m in status.on(topics.service_status("detector"))
+                if m.payload == b"online" and not m.retain
+            ]
+        )
+        < count
+    ):
+        assert time.monotonic() < deadline, "detector did not come online"
+        time.sleep(0.05)
+
+
+def events(collector: Collector, camera: str, label: str = "person") -> list[schemas.DetectionEvent]:
+    return [schemas.DetectionEvent.parse(m.payload) for m in collector.on(topics.event(camera, label))]
+
+
+def latest_stats(
+    collector: Collector, camera: str, instance: str | None = None
+) -> schemas.CameraStats | None:
+    for message in reversed(collector.on(topics.DETECTOR_STATS)):
+        stats = schemas.DetectorStats.parse(message.payload)
+        if camera in stats.cameras and (instance is None or stats.instance == instance):
+            return stats.cameras[camera]
+    return None
+
+
+def wait_stats(
+    collector: Collector, camera: str, predicate: object, timeout: float = 20.0, instance: str | None = None
+) -> schemas.CameraStats:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = latest_stats(collector, camera, instance)
+        if stats is not None and predicate(stats):  # type: ignore[operator]
+            return stats
+        assert time.monotonic() < deadline, f"stats for {camera} never matched; last: {stats}"
+        time.sleep(0.1)
+
+
+def red_pixels(jpeg_bytes: bytes) -> int:
+    """How many pixels are the box colour: a snapshot with a box drawn has a few hundred at least."""
+    image = cv2.imdecode(np.frombuffer(jpeg_bytes, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "snapshot is not a decodable JPEG"
+    blue, green, red = image[..., 0].astype(int), image[..., 1].astype(int), image[..., 2].astype(int)
+    return int(((red > 200) & (green < 60) & (blue < 60)).sum())
