@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -60,6 +61,21 @@ def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | 
     return {"CAMERA_SOURCE": source, "CAMERA_ID": camera_id, **broker.camera_env(camera_id)}
 
 
+def web_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
+    # The broker lives in <run dir>/broker; the relay's events and key go beside it.
+    data_dir = config.get("WEB_DATA_DIR") or str(broker.workdir.parent / "web")
+    env = {**broker.env("web"), "WEB_DATA_DIR": data_dir}
+    if not (config.get("WEB_PASSWORD") or config.get("WEB_PASSWORD_HASH")):
+        # A fresh password for this run, shown once; set WEB_PASSWORD in .env to keep one.
+        env["WEB_PASSWORD"] = secrets.token_urlsafe(12)
+        user = config.get("WEB_USERNAME", "admin")
+        print(
+            f"web: log in as {user} with password {env['WEB_PASSWORD']} (set WEB_PASSWORD to choose one)",
+            flush=True,
+        )
+    return env
+
+
 SHARED_MODEL = REPO_ROOT.parent / "shared" / "models" / "ssd_mobilenet_v1_coco_quant" / "detect.tflite"
 NO_MODEL_HINT = (
     "no detection model: run `python -m scripts.fetch_model --dest models` (or set DETECTOR_MODEL);\n"
@@ -93,7 +109,7 @@ SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | 
         # The outbox next to the broker's files, in the run dir (SENTRYCAM_RUN_DIR).
         "NOTIFY_DATA_DIR": config.get("NOTIFY_DATA_DIR") or str(broker.workdir.parent / "notifier"),
     },
-    "web": service_user_env("web"),
+    "web": web_env,
 }
 
 

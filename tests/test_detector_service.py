@@ -72,8 +72,9 @@ def test_person_clip_streamed_by_the_camera_makes_one_event_with_snapshot_and_st
     last_person_ms = next(ms for ms, seq in frame_seq.items() if seq == 90)
     end_event = schemas.DetectionEvent.parse(end.payload)
     assert end_event.event_id == start.event_id and end_event.ended_at is not None
-    assert end_event.ended_at * 1000 <= last_person_ms + 1000
-    assert end_event.detected_at * 1000 >= last_person_ms + 3000
+    # ended_at is the last sighting, which may be a frame or two before clip frame 90 (score dropouts).
+    assert last_person_ms - 1000 <= end_event.ended_at * 1000 <= last_person_ms + 1000
+    assert end_event.detected_at - end_event.ended_at >= 3.0
     # The start carries the annotated snapshot: a decodable JPEG with the red box drawn.
     snapshot = start.snapshot_jpeg()
     assert snapshot is not None

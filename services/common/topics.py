@@ -25,6 +25,11 @@ ALL_INFO = "cam/+/info"
 ALL_DETECT_SET = "cam/+/detect/set"
 ALL_DETECT_STATE = "cam/+/detect/state"
 ALL_ALARM_STATE = "cam/+/alarm/state"
+# Every cam/<id>/<level> message (frames, status, info and every label's events) in one filter, and every
+# cam/<id>/<level>/state: a consumer of all of them avoids overlapping filters, for which the broker would
+# deliver each frame twice.
+ALL_CAMERA_MESSAGES = "cam/+/+"
+ALL_CAMERA_STATES = "cam/+/+/state"
 
 
 def validate_camera_id(camera_id: str) -> str:

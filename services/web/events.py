@@ -1,0 +1,301 @@
+"""Detection events in SQLite, snapshots as files beside it.
+
+Crash safety: a snapshot is written to a temporary name, fsynced and renamed to a fresh unique name before
+the row that points at it is committed; the file it replaces is removed only after that commit. A kill at
+any point leaves either the old or the new consistent state plus, at worst, an unreferenced file, which
+:meth:`EventStore.cleanup` removes at the next start (rows whose file is gone lose their snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from services.common import schemas
+from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
+
+EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+THUMB_WIDTH = 320
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    label TEXT NOT NULL,
+    day TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    updated_at REAL NOT NULL,
+    score REAL NOT NULL,
+    top_score REAL NOT NULL,
+    box TEXT NOT NULL,
+    zones TEXT NOT NULL,
+    snapshot TEXT,
+    thumbnail TEXT,
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_started ON events (started_at DESC);
+CREATE INDEX IF NOT EXISTS events_filters ON events (camera, label, day);
+"""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    camera: str | None = None
+    label: str | None = None
+    day: str | None = None  # YYYY-MM-DD, the server's local time
+    before: float | None = None  # started_at of the last event of the previous page
+    limit: int = 100
+
+
+def local_day(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(epoch_s))
+
+
+def make_thumbnail(jpeg: bytes) -> bytes | None:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    height, width = image.shape[:2]
+    if width > THUMB_WIDTH:
+        image = cv2.resize(
+            image, (THUMB_WIDTH, max(1, height * THUMB_WIDTH // width)), interpolation=cv2.INTER_AREA
+        )
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return encoded.tobytes() if ok else None
+
+
+def write_durably(directory: Path, stem: str, data: bytes) -> str:
+    """Write ``data`` under a new unique name in ``directory``; the name appears only once complete."""
+    name = f"{stem}.{secrets.token_hex(4)}.jpg"
+    temporary = directory / f"{name}.tmp"
+    with temporary.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.rename(directory / name)
+    return name
+
+
+class EventStore:
+    def __init__(self, data_dir: Path, logger: logging.Logger) -> None:
+        self.snapshot_dir = data_dir / SNAPSHOT_DIR
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(data_dir / DATABASE_FILE, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def record(self, event: schemas.DetectionEvent) -> dict[str, Any]:
+        """Store a start, update or end; returns the event as the API shows it."""
+        jpeg = event.snapshot_jpeg()
+        new_files: tuple[str, str | None] | None = None
+        if jpeg is not None and schemas.looks_like_jpeg(jpeg):
+            thumbnail = make_thumbnail(jpeg)
+            new_files = (
+                write_durably(self.snapshot_dir, event.event_id, jpeg),
+                write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail) if thumbnail else None,
+            )
+        now = time.time()
+        with self._lock:
+            old = self._db.execute(
+                "SELECT snapshot, thumbnail FROM events WHERE event_id = ?", (event.event_id,)
+            ).fetchone()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._upsert(event, now, old is None)
+                if new_files is not None:
+                    self._db.execute(
+                        "UPDATE events SET snapshot = ?, thumbnail = ?, snapshot_bytes = ? "
+                        "WHERE event_id = ?",
+                        (new_files[0], new_files[1], self._size(*new_files), event.event_id),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if new_files is not None and old is not None:
+                self._remove_files(old["snapshot"], old["thumbnail"])
+            row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
+        return row_to_dict(row)
+
+    def _upsert(self, event: schemas.DetectionEvent, now: float, new: bool) -> None:
+        values = {
+            "event_id": event.event_id,
+            "camera": event.camera,
+            "label": event.label,
+            "day": local_day(event.started_at),
+            "started_at": event.started_at,
+            "ended_at": event.ended_at if event.type == "end" else None,
+            "updated_at": now,
+            "score": event.score,
+            "top_score": event.top_score,
+            "box": json.dumps(list(event.box)),
+            "zones": json.dumps(event.zones),
+        }
+        if new:
+            columns = ", ".join(values)
+            marks = ", ".join(f":{name}" for name in values)
+            self._db.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", values)  # noqa: S608
+            return
+        changed = ["updated_at", "score", "top_score", "box", "zones"]
+        if event.type == "end":
+            changed.append("ended_at")
+        assignments = ", ".join(f"{name} = :{name}" for name in changed)
+        self._db.execute(f"UPDATE events SET {assignments} WHERE event_id = :event_id", values)  # noqa: S608
+
+    def _size(self, *names: str | None) -> int:
+        return sum((self.snapshot_dir / name).stat().st_size for name in names if name)
+
+    def _remove_files(self, *names: str | None) -> None:
+        for name in names:
+            if name:
+                (self.snapshot_dir / name).unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        if not EVENT_ID_RE.fullmatch(event_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return row_to_dict(row) if row is not None else None
+
+    def query(self, where: EventFilter) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("camera", where.camera), ("label", where.label), ("day", where.day)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if where.before is not None:
+            clauses.append("started_at < ?")
+            params.append(where.before)
+        sql = "SELECT * FROM events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        params.append(where.limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [row_to_dict(row) for row in rows]
+
+    def choices(self) -> dict[str, list[str]]:
+        """Cameras, labels and days that have events, for the timeline's filters."""
+        with self._lock:
+            return {
+                column: [r[0] for r in self._db.execute(f"SELECT DISTINCT {column} FROM events ORDER BY 1")]  # noqa: S608
+                for column in ("camera", "label", "day")
+            }
+
+    def snapshot_path(self, event_id: str, thumbnail: bool = False) -> Path | None:
+        event = self.get(event_id)
+        if event is None:
+            return None
+        name = event["_thumbnail" if thumbnail else "_snapshot"]
+        return self.snapshot_dir / name if name else None
+
+    # -- housekeeping --------------------------------------------------------------------------------
+
+    def cleanup(self) -> tuple[int, int]:
+        """After a crash: delete files no row points at, forget snapshots whose file is gone."""
+        with self._lock:
+            rows = self._db.execute("SELECT event_id, snapshot, thumbnail FROM events").fetchall()
+            missing = {
+                row["event_id"]
+                for row in rows
+                if row["snapshot"] and not (self.snapshot_dir / row["snapshot"]).is_file()
+            }
+            for event_id in missing:
+                self._db.execute(
+                    "UPDATE events SET snapshot = NULL, thumbnail = NULL, snapshot_bytes = 0 "
+                    "WHERE event_id = ?",
+                    (event_id,),
+                )
+            referenced = {
+                name
+                for row in rows
+                if row["event_id"] not in missing
+                for name in (row["snapshot"], row["thumbnail"])
+                if name
+            }
+            orphans = [path for path in self.snapshot_dir.iterdir() if path.name not in referenced]
+            for path in orphans:
+                path.unlink(missing_ok=True)
+        if orphans or missing:
+            self._logger.warning(
+                "cleanup: removed %d unreferenced files, %d events lost their snapshot",
+                len(orphans),
+                len(missing),
+            )
+        return len(orphans), len(missing)
+
+    def apply_retention(self, max_age_s: float, max_bytes: int, now: float | None = None) -> int:
+        """Delete events older than ``max_age_s``, then the oldest until snapshots fit in ``max_bytes``."""
+        cutoff = (now if now is not None else time.time()) - max_age_s
+        with self._lock:
+            doomed = self._db.execute(
+                "SELECT event_id, snapshot, thumbnail FROM events WHERE started_at < ?", (cutoff,)
+            ).fetchall()
+            total = self._db.execute(
+                "SELECT COALESCE(SUM(snapshot_bytes), 0) FROM events WHERE started_at >= ?", (cutoff,)
+            ).fetchone()[0]
+            if total > max_bytes:
+                for row in self._db.execute(
+                    "SELECT event_id, snapshot, thumbnail, snapshot_bytes FROM events "
+                    "WHERE started_at >= ? ORDER BY started_at",
+                    (cutoff,),
+                ):
+                    if total <= max_bytes:
+                        break
+                    doomed.append(row)
+                    total -= row["snapshot_bytes"]
+            # Rows go first: a kill between the two steps leaves only unreferenced files behind.
+            self._db.executemany("DELETE FROM events WHERE event_id = ?", [(r["event_id"],) for r in doomed])
+            for row in doomed:
+                self._remove_files(row["snapshot"], row["thumbnail"])
+        if doomed:
+            self._logger.info("retention: deleted %d events", len(doomed))
+        return len(doomed)
+
+
+def row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """The API's view of a row; file names stay private (prefixed ``_``) and become URLs in the app."""
+    return {
+        "event_id": row["event_id"],
+        "camera": row["camera"],
+        "label": row["label"],
+        "day": row["day"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "updated_at": row["updated_at"],
+        "score": row["score"],
+        "top_score": row["top_score"],
+        "box": json.loads(row["box"]),
+        "zones": json.loads(row["zones"]),
+        "has_snapshot": row["snapshot"] is not None,
+        "_snapshot": row["snapshot"],
+        "_thumbnail": row["thumbnail"],
+    }

@@ -1,0 +1,144 @@
+// SentryCam pages: controls through the JSON API, live updates through Server-Sent Events.
+"use strict";
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const armedButton = document.getElementById("armed");
+  if (!armedButton) return; // the login page
+
+  function showTimes(root) {
+    root.querySelectorAll("time[data-epoch]").forEach((t) => {
+      t.textContent = new Date(parseFloat(t.dataset.epoch) * 1000).toLocaleString();
+    });
+  }
+  showTimes(document);
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({ error: response.statusText }));
+      alert(problem.error || "request refused");
+    }
+  }
+
+  function showArmed(state) {
+    armedButton.dataset.armed = state || "";
+    armedButton.textContent = state === "OFF" ? "Disarmed" : state === "ON" ? "Armed" : "Armed: ?";
+  }
+  armedButton.addEventListener("click", () => post("/api/armed", { armed: armedButton.dataset.armed === "OFF" }));
+
+  let reloading = false;
+  function showCamera(cam) {
+    const card = document.querySelector(`.camera[data-camera="${cam.id}"]`);
+    if (!card) {
+      // A new camera: rebuild the grid, once for a burst of messages (its status and info come together).
+      if (document.body.dataset.page === "live" && !reloading) {
+        reloading = true;
+        setTimeout(() => location.reload(), 500);
+      }
+      return;
+    }
+    card.classList.toggle("offline", !cam.online);
+    card.querySelector(".badge").textContent = cam.online ? "online" : "offline";
+    const detect = card.querySelector("button.detect");
+    detect.dataset.state = cam.detect || "";
+    detect.textContent = "Detection " + (cam.detect || "?");
+    const alarm = card.querySelector("button.alarm");
+    alarm.dataset.state = cam.alarm || "";
+    alarm.textContent = cam.alarm === "ON" ? "Stop alarm" : "Sound alarm";
+    if (document.readyState === "complete") showPictures();
+  }
+  document.querySelectorAll(".camera").forEach((card) => {
+    const id = card.dataset.camera;
+    card.querySelector("button.detect").addEventListener("click", (e) =>
+      post(`/api/cameras/${id}/detect`, { enabled: e.target.dataset.state === "OFF" }));
+    card.querySelector("button.alarm").addEventListener("click", (e) =>
+      post(`/api/cameras/${id}/alarm`, { state: e.target.dataset.state === "ON" ? "OFF" : "ON" }));
+    // A stream that broke (relay restart) is reopened.
+    const img = card.querySelector("img.live");
+    img.addEventListener("load", () => img.classList.remove("broken"));
+    img.addEventListener("error", () => {
+      img.classList.add("broken");
+      if (img.dataset.mode === "stream") setTimeout(() => { img.dataset.mode = ""; showPictures(); }, 2000);
+    });
+  });
+
+  // Browsers open at most six connections to one server over HTTP/1.1, and every MJPEG stream holds one:
+  // the first MAX_STREAMS online cameras stream, the others show a still refreshed every second, and offline
+  // cameras show their last picture.
+  const MAX_STREAMS = 4;
+  function showPictures() {
+    let streams = 0;
+    document.querySelectorAll(".camera").forEach((card) => {
+      const id = card.dataset.camera;
+      const img = card.querySelector("img.live");
+      const online = !card.classList.contains("offline");
+      const mode = online && streams < MAX_STREAMS ? "stream" : online ? "still" : "last";
+      if (mode === "stream") streams += 1;
+      if (img.dataset.mode === mode) return;
+      img.dataset.mode = mode;
+      img.src = `/cam/${id}/${mode === "stream" ? "live.mjpg" : "latest.jpg"}?t=${Date.now()}`;
+    });
+  }
+  // Streams start after the page has loaded: an MJPEG stream never finishes, so it would hold the load event.
+  if (document.readyState === "complete") showPictures();
+  else window.addEventListener("load", showPictures);
+  setInterval(() => {
+    document.querySelectorAll('img.live[data-mode="still"]').forEach((img) => {
+      img.src = img.src.replace(/\?t=\d+$/, "?t=" + Date.now());
+    });
+  }, 1000);
+
+  const timeline = document.getElementById("timeline");
+  function showEvent(ev) {
+    if (!timeline) return;
+    const f = timeline.dataset;
+    if ((f.camera && f.camera !== ev.camera) || (f.label && f.label !== ev.label) || (f.day && f.day !== ev.day)) return;
+    let item = timeline.querySelector(`li[data-event="${ev.event_id}"]`);
+    if (!item) {
+      item = document.createElement("li");
+      item.className = "event new";
+      item.dataset.event = ev.event_id;
+      timeline.prepend(item);
+    }
+    const a = document.createElement("a");
+    a.href = ev.url;
+    if (ev.thumbnail_url) {
+      const img = document.createElement("img");
+      img.alt = ""; img.src = ev.thumbnail_url + "?v=" + ev.updated_at;
+      a.append(img);
+    } else {
+      const span = document.createElement("span"); span.className = "nothumb"; a.append(span);
+    }
+    const what = document.createElement("span"); what.className = "what";
+    const b = document.createElement("b"); b.textContent = ev.label;
+    what.append(b, " on " + ev.camera);
+    const time = document.createElement("time"); time.dataset.epoch = ev.started_at;
+    const score = document.createElement("span"); score.className = "score"; score.textContent = Math.round(ev.top_score * 100) + " %";
+    const state = document.createElement("span"); state.className = "state"; state.textContent = ev.ended_at ? "ended" : "ongoing";
+    a.append(what, time, score, state);
+    item.replaceChildren(a);
+    showTimes(item);
+    const none = document.getElementById("no-events");
+    if (none) none.hidden = true;
+  }
+
+  const brokerLost = document.getElementById("broker-lost");
+  const relayLost = document.getElementById("relay-lost");
+  const source = new EventSource("/api/stream");
+  source.addEventListener("open", () => { relayLost.hidden = true; });
+  source.addEventListener("error", () => { relayLost.hidden = false; });
+  source.addEventListener("status", (m) => {
+    const s = JSON.parse(m.data);
+    brokerLost.hidden = s.broker_connected;
+    showArmed(s.armed);
+    s.cameras.forEach(showCamera);
+  });
+  source.addEventListener("broker", (m) => { brokerLost.hidden = JSON.parse(m.data).connected; });
+  source.addEventListener("armed", (m) => showArmed(JSON.parse(m.data).armed));
+  source.addEventListener("camera", (m) => showCamera(JSON.parse(m.data)));
+  source.addEventListener("event", (m) => showEvent(JSON.parse(m.data)));
+})();

@@ -1,0 +1,171 @@
+"""A real browser (Debian's Chromium via Playwright) against the relay running as its own process."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from scripts.localbroker import LocalBroker, free_port
+from services.common import topics
+from tests.camera_helpers import camera_settings
+from tests.detector_support import detector_env, short_person_clip, wait_online
+from tests.support import REPO_ROOT, Collector, ServiceProcess
+from tests.web_helpers import PASSWORD, USERNAME, Publisher
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def start_relay(
+    broker: LocalBroker, service: Callable[[str, dict[str, str]], ServiceProcess], data_dir: Path
+) -> str:
+    port = free_port()
+    relay = service(
+        "web",
+        {
+            **broker.env("web"),
+            "WEB_USERNAME": USERNAME,
+            "WEB_PASSWORD": PASSWORD,
+            "WEB_PORT": str(port),
+            "WEB_HOST": "127.0.0.1",
+            "WEB_DATA_DIR": str(data_dir),
+        },
+    )
+    relay.wait_for_log("serving on")
+    relay.wait_for_log("connected to")
+    return f"http://127.0.0.1:{port}"
+
+
+def log_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("input[name=username]", USERNAME)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{base}/")
+
+
+def test_browser_sees_live_pictures_new_events_and_controls(
+    broker: LocalBroker,
+    service: Callable[[str, dict[str, str]], ServiceProcess],
+    collector: Callable[..., Collector],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    camera = "web-browser"
+    publisher = Publisher(broker)
+    publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+
+    armed_commands = collector(topics.ARMED_SET)
+    # The real notifier owns the arming switch: it turns sentrycam/armed/set into the retained state.
+    notifier_status = collector(topics.service_status("notifier"))
+    since = time.time()
+    service("notifier", {**broker.env("notifier"), "NOTIFY_DATA_DIR": str(tmp_path / "notifier")})
+    notifier_status.wait_for(
+        topics.service_status("notifier"), lambda m: m.payload == b"online" and m.at >= since, timeout=15
+    )
+
+    base = start_relay(broker, service, tmp_path / "web")
+    # The real detector with the shared model, watching this camera.
+    detector_status = collector(topics.service_status("detector"))
+    service("detector", detector_env(broker, detector_cameras=camera, detector_end_after="3"))
+    wait_online(detector_status)
+    context = browser.new_context(viewport={"width": 412, "height": 915})  # a phone
+    try:
+        # The timeline is open before anything was seen: what appears on it comes without a reload.
+        timeline = context.new_page()
+        log_in(timeline, base)
+        timeline.goto(f"{base}/events")
+        timeline.evaluate("window.notReloaded = true")
+        expect(timeline.locator("#no-events")).to_be_visible()
+
+        # The real camera service streams real footage through the broker: the empty room for 3 s, then a
+        # person walks in.
+        clip = short_person_clip(tmp_path / "clip.mp4")
+        camera_process = service(
+            "camera",
+            camera_settings(broker, camera, clip, CAMERA_FPS="10", CAMERA_LOOP="true", CAMERA_WIDTH="640"),
+        )
+        live = context.new_page()
+        live.goto(f"{base}/")
+        card = live.locator(f'.camera[data-camera="{camera}"]')
+        expect(card.locator(".badge")).to_have_text("online")
+        image = card.locator("img.live")
+        # Found again on every check: the grid reloads once when the camera appears after the page.
+        live.wait_for_function(
+            "id => { const img = document.querySelector(`.camera[data-camera='${id}'] img.live`);"
+            " return img !== null && img.complete && img.naturalWidth === 640; }",
+            arg=camera,
+            timeout=10_000,
+        )
+        # Two looks half a second apart (five new frames); the clip starts with a still, empty room, so
+        # look again a few times before calling the picture frozen.
+        first_look = image.screenshot()
+        for _ in range(10):
+            time.sleep(0.5)
+            if image.screenshot() != first_look:
+                break
+        else:
+            raise AssertionError("the live picture did not change in 5 s")
+        live.screenshot(path=str(ARTIFACTS / "web-live.png"), full_page=True)
+
+        # Disarm from the page; the state shown follows the retained armed/state.
+        armed = live.locator("#armed")
+        expect(armed).to_have_text("Armed")
+        armed.click()
+        assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
+        expect(armed).to_have_text("Disarmed")
+
+        # The detector's person event appears on the timeline that was open all along.
+        row = timeline.locator("li.event").first
+        expect(row).to_be_visible(timeout=30_000)
+        expect(row.locator(".what")).to_contain_text(f"person on {camera}")
+        assert timeline.evaluate("window.notReloaded") is True
+        expect(timeline.locator("#armed")).to_have_text("Disarmed")  # the state reached this page too
+        timeline.wait_for_function(
+            "() => { const img = document.querySelector('li.event img');"
+            " return img !== null && img.complete && img.naturalWidth > 0; }",
+            timeout=10_000,
+        )
+        timeline.screenshot(path=str(ARTIFACTS / "web-timeline.png"), full_page=True)
+        row.locator("a").click()
+        expect(timeline).to_have_url(re.compile(f"{base}/events/{camera}-[0-9]+-person"))
+        expect(timeline.locator("img.snapshot")).to_be_visible()
+
+        # Detection off for this camera, from the live page; the detector confirms on its state topic.
+        detect = card.locator("button.detect")
+        expect(detect).to_have_text("Detection ON")
+        detect.click()
+        expect(detect).to_have_text("Detection OFF")
+
+        # The camera dies: the broker sends its Last Will and the card says offline.
+        camera_process.kill()
+        expect(card.locator(".badge")).to_have_text("offline")
+    finally:
+        context.close()
+        publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+        publisher.close()
