@@ -18,6 +18,8 @@ from pathlib import Path
 
 from scripts.mqtt_users import CONFIG_DIR, SERVICE_USERS, camera_user, set_camera_acl, set_password
 
+TLS_CONF = CONFIG_DIR.parent / "tls.conf"
+
 MOSQUITTO_MISSING = (
     "mosquitto is not installed: on Debian/Ubuntu/Raspberry Pi OS run `sudo apt-get install mosquitto`, "
     "on macOS `brew install mosquitto`"
@@ -40,6 +42,20 @@ def free_port() -> int:
         return port
 
 
+def derive_tls_config(source: str, certs_dir: Path, port: int) -> str:
+    """``mosquitto/tls.conf`` with its certificates taken from ``certs_dir`` and its listener on ``port``."""
+    lines = []
+    for line in source.splitlines():
+        words = line.split()
+        if words[:1] == ["listener"]:
+            lines.append(f"listener {port} 127.0.0.1")
+        elif words[:1] and words[0] in {"certfile", "keyfile", "cafile"}:
+            lines.append(f"{words[0]} {certs_dir / Path(words[1]).name}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def derive_config(source: str, workdir: Path, port: int, extra: str = "") -> str:
     """The production config with its container paths pointed at ``workdir`` and its listener on ``port``."""
     replacements = {
@@ -48,6 +64,7 @@ def derive_config(source: str, workdir: Path, port: int, extra: str = "") -> str
         "persistence_location": f"persistence_location {workdir / 'data'}/",
         "log_dest": f"log_dest file {workdir / 'mosquitto.log'}",
         "listener 1883": f"listener {port} 127.0.0.1",
+        "include_dir": f"include_dir {workdir / 'conf.d'}",
     }
     lines = []
     for line in source.splitlines():
@@ -68,7 +85,9 @@ class LocalBroker:
         self.host = "127.0.0.1"
         self.passwords: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
+        self.tls_port: int | None = None
         (workdir / "data").mkdir(parents=True, exist_ok=True)
+        (workdir / "conf.d").mkdir(exist_ok=True)
         config = derive_config((CONFIG_DIR / "mosquitto.conf").read_text(), workdir, self.port, extra_config)
         self.config_file = workdir / "mosquitto.conf"
         self.config_file.write_text(config)
@@ -92,6 +111,14 @@ class LocalBroker:
         """A camera user with its ACL block, as ``scripts/mqtt_users.py camera`` makes in production."""
         set_camera_acl(self.workdir / "acl", camera_id)
         return self.add_user(camera_user(camera_id))
+
+    def enable_tls(self, certs_dir: Path) -> int:
+        """Add the production TLS listener (``mosquitto/tls.conf``) with the certificates in ``certs_dir``
+        (ca.crt, server.crt, server.key); takes effect at the next start. Returns its port."""
+        self.tls_port = free_port()
+        tls_config = derive_tls_config(TLS_CONF.read_text(), certs_dir, self.tls_port)
+        (self.workdir / "conf.d" / "tls.conf").write_text(tls_config)
+        return self.tls_port
 
     def env(self, user: str) -> dict[str, str]:
         """The MQTT_* settings a service logged in as ``user`` needs."""

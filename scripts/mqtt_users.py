@@ -1,11 +1,14 @@
 """Create or update broker users and print the lines for ``.env``.
 
-    python -m scripts.mqtt_users service detector           # a service user, random password
+    python -m scripts.mqtt_users services                    # every service user: lines for the server's .env
+    python -m scripts.mqtt_users service detector            # one service user, random password
     python -m scripts.mqtt_users camera front                # user cam-front, with its ACL block
-    python -m scripts.mqtt_users camera front --remove
+    python -m scripts.mqtt_users camera front --remove       # drop the user and its ACL block
 
 Passwords are hashed into ``mosquitto/config/passwd`` by ``mosquitto_passwd``; the broker reloads both files
-on SIGHUP (``docker compose kill -s HUP mosquitto``).
+on SIGHUP (``docker compose kill -s HUP mosquitto``). Service passwords go in the server's ``.env`` as
+``<SERVICE>_MQTT_PASSWORD`` (docker-compose.yml hands each container its own); a camera's login goes in the
+``.env`` of the machine that runs it, as ``MQTT_USERNAME`` and ``MQTT_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,18 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "mosquitto" / "config"
 SERVICE_USERS = ("detector", "notifier", "web", "homeassistant")
 BEGIN_CAMERAS = "# BEGIN cameras"
 END_CAMERAS = "# END cameras"
+
+
+def compose_password_variable(service: str) -> str:
+    """The variable docker-compose.yml reads a service's broker password from."""
+    return f"{service.upper()}_MQTT_PASSWORD"
+
+
+def env_line(service: str, password: str) -> str:
+    """The line for the server's .env; Home Assistant's login goes into its MQTT integration instead."""
+    if service == "homeassistant":
+        return f"# Home Assistant's MQTT integration: user homeassistant, password {password}"
+    return f"{compose_password_variable(service)}={password}"
 
 
 def camera_user(camera_id: str) -> str:
@@ -50,6 +65,15 @@ def remove_user(passwd_file: Path, user: str) -> None:
         subprocess.run(["mosquitto_passwd", "-D", str(passwd_file), user], check=True)
 
 
+def clear_camera_command(camera_id: str) -> str:
+    """The command that removes a camera from Home Assistant and the web page: its retained info, cleared
+    with the camera's own login (run it before the user is removed)."""
+    return (
+        f"mosquitto_pub -h <broker> -u {camera_user(camera_id)} -P <its password> "
+        f"-t {topics.info(camera_id)} -r -n"
+    )
+
+
 def set_camera_acl(acl_file: Path, camera_id: str, *, present: bool = True) -> None:
     """Write (or drop) the camera's block between the markers, leaving hand-written rules alone."""
     lines = acl_file.read_text().splitlines()
@@ -73,14 +97,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kind", choices=["service", "camera"])
-    parser.add_argument("name", help=f"service ({', '.join(SERVICE_USERS)}) or camera id")
+    parser.add_argument("kind", choices=["services", "service", "camera"])
+    parser.add_argument("name", nargs="?", help=f"service ({', '.join(SERVICE_USERS)}) or camera id")
     parser.add_argument("--password", help="default: a new random one")
     parser.add_argument("--remove", action="store_true")
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
     args = parser.parse_args(argv)
 
     passwd_file, acl_file = args.config_dir / "passwd", args.config_dir / "acl"
+    if args.kind == "services":
+        if args.name or args.password or args.remove:
+            parser.error("'services' takes no name, --password or --remove")
+        print("# Broker users: reload the broker (SIGHUP) to apply, then put these in the server's .env")
+        for service in SERVICE_USERS:
+            password = secrets.token_urlsafe(18)
+            set_password(passwd_file, service, password)
+            print(env_line(service, password))
+        return
+    if not args.name:
+        parser.error(f"{args.kind} needs a name")
     if args.kind == "service" and args.name not in SERVICE_USERS:
         parser.error(f"unknown service {args.name!r}; one of {', '.join(SERVICE_USERS)}")
     try:
@@ -92,14 +127,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.kind == "camera":
             set_camera_acl(acl_file, args.name, present=False)
         print(f"removed {user}; reload the broker (SIGHUP) to apply")
+        if args.kind == "camera":
+            print(f"# if not done yet, remove its entities first: {clear_camera_command(args.name)}")
         return
     password = args.password or secrets.token_urlsafe(18)
     set_password(passwd_file, user, password)
     if args.kind == "camera":
         set_camera_acl(acl_file, args.name)
-    print(f"# {user}: reload the broker (SIGHUP) to apply, then put these in that service's .env")
-    print(f"MQTT_USERNAME={user}")
-    print(f"MQTT_PASSWORD={password}")
+        print(f"# {user}: reload the broker (SIGHUP) to apply, then put these in the camera machine's .env")
+        print(f"CAMERA_ID={args.name}")
+        print(f"MQTT_USERNAME={user}")
+        print(f"MQTT_PASSWORD={password}")
+        return
+    print(f"# {user}: reload the broker (SIGHUP) to apply, then put this in the server's .env")
+    print(env_line(user, password))
 
 
 if __name__ == "__main__":

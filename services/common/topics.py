@@ -122,3 +122,20 @@ def label_of_event(topic: str) -> str | None:
     if len(parts) != 3 or camera_of(topic) is None or parts[2] in RESERVED_WORDS:
         return None
     return parts[2] if LABEL_RE.fullmatch(parts[2]) else None
+
+
+# Home Assistant MQTT discovery (services/common/hass.py); the prefix is a setting.
+HASS_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+def hass_status(prefix: str) -> str:
+    """Where Home Assistant says ``online`` when it starts, asking for the discovery configs again."""
+    return f"{prefix}/status"
+
+
+def hass_config(prefix: str, component: str, node_id: str, object_id: str) -> str:
+    """A per-component discovery topic: ``<prefix>/<component>/<node_id>/<object_id>/config``."""
+    for level in (component, node_id, object_id):
+        if not HASS_NAME_RE.fullmatch(level):
+            raise ValueError(f"{level!r} cannot be a discovery topic level")
+    return f"{prefix}/{component}/{node_id}/{object_id}/config"

@@ -7,6 +7,7 @@ import socket
 import sys
 
 from services.common import topics
+from services.common.hass import HassDiscovery
 from services.common.mqtt import MqttClient
 from services.common.service import stop_on_signals
 from services.common.settings import EXIT_BAD_SETTINGS, load_settings, setup_logging
@@ -76,8 +77,18 @@ def main() -> None:
     handler = DetectorHandler(
         settings=settings, detector=detector, scene=scene, client=client, instance=instance, logger=logger
     )
+    # Home Assistant discovery rides on the detector: it knows the cameras it serves and their labels.
+    discovery = HassDiscovery(
+        client,
+        settings.ha_discovery_prefix,
+        settings.detector_objects,
+        logger.getChild("hass"),
+        cameras=settings.detector_cameras,
+        camera_labels={camera: rules.objects for camera, rules in scene.cameras.items() if rules.objects},
+    )
     stop = stop_on_signals()
     handler.start()
+    discovery.start()
     client.start()
     stop.wait()
     logger.info("stopping")

@@ -8,10 +8,11 @@ from typing import ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from services.common import schemas, topics
-from services.common.settings import CommaList, ServiceSettings
+from services.common.hass import HassSettings
+from services.common.settings import CommaList
 
 
-class DetectorSettings(ServiceSettings):
+class DetectorSettings(HassSettings):
     """What the detector looks for, where, and how sure it must be before it says so."""
 
     section: ClassVar[str] = "Detector"
