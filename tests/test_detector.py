@@ -21,6 +21,7 @@ from services.detector.model import Detection, Detector, ModelError, map_outputs
 from services.detector.motion import MotionGate
 from services.detector.scene import CameraRules, SceneConfigError, load_scene_config, zones_of
 from services.detector.tracker import CameraTracker, Confirmation
+from tests.detector_support import read_frames
 from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, service_env
 
 MODEL = MODEL_DIR / "detect.tflite"
@@ -50,21 +51,6 @@ def image(name: str) -> np.ndarray:
     loaded = cv2.imread(str(MEDIA_DIR / "images" / name), cv2.IMREAD_COLOR)
     assert loaded is not None
     return loaded
-
-
-def video_frames(path: Path, first: int = 0, last: int | None = None) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    index = 0
-    while last is None or index <= last:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index >= first:
-            frames.append(frame)
-        index += 1
-    capture.release()
-    return frames
 
 
 def best_person(detections: list[Detection]) -> Detection | None:
@@ -192,7 +178,7 @@ def run_tracker(detections: list[list[Detection]], fps: float) -> list[tuple[int
 
 
 def test_car_clip_single_frame_false_positive_makes_no_event() -> None:
-    detections = [detector().detect(frame, DEFAULTS.min_score) for frame in video_frames(CAR_VIDEO)]
+    detections = [detector().detect(frame, DEFAULTS.min_score) for frame in read_frames(CAR_VIDEO)]
     people = [d for found in detections for d in found if d.label == "person"]
     assert max(d.score for d in people) >= 0.5, (
         "the known false positive (frame 193) scores over the threshold"
@@ -205,7 +191,7 @@ def test_car_clip_single_frame_false_positive_makes_no_event() -> None:
 
 def test_person_clip_starts_after_the_empty_opening_and_ends_after_leaving() -> None:
     # Frames 30-120: empty room until 61, then a person; then empty tail frames for longer than end_after.
-    frames = video_frames(PERSON_VIDEO, 30, 120) + video_frames(PERSON_VIDEO, 1360, 1393) * 4
+    frames = read_frames(PERSON_VIDEO, 30, 120) + read_frames(PERSON_VIDEO, 1360, 1393) * 4
     changes = run_tracker([detector().detect(frame, DEFAULTS.min_score) for frame in frames], 10.0)
     kinds = [kind for _, kind in changes]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("start") == 1
@@ -219,7 +205,7 @@ def test_person_clip_starts_after_the_empty_opening_and_ends_after_leaving() -> 
 
 
 def test_motion_gate_ignores_a_static_scene_and_lighting_jumps_but_sees_a_person() -> None:
-    frames = video_frames(PERSON_VIDEO, 0, 80)
+    frames = read_frames(PERSON_VIDEO, 0, 80)
     gate = MotionGate(0.12, 0.005, force_interval_s=1000.0)
     gate.should_infer(frames[0], 0.0, tracking=False)  # first frame: background, inferred
     static = [gate.should_infer(f, 1.0 + i, tracking=False) for i, f in enumerate(frames[1:50])]

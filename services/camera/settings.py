@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from services.camera.const import DEFAULT_ALARM_SOUND
 from services.common import topics
-from services.common.settings import ServiceSettings
+from services.common.settings import OptionalFile, ServiceSettings, empty_is_unset
 
 SourceKind = Literal["device", "file", "stream", "picamera"]
 
@@ -111,7 +111,7 @@ class CameraSettings(ServiceSettings):
         description="Resize frames to this width, keeping the aspect; empty = as captured.",
     )
     camera_jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of published frames, 1-100.")
-    alarm_sound: Path | None = Field(
+    alarm_sound: OptionalFile = Field(
         None, description="Sound file the alarm plays; empty = the bundled siren (services/camera/sounds)."
     )
     alarm_player: str = Field(
@@ -138,17 +138,10 @@ class CameraSettings(ServiceSettings):
             check_video_file(value.strip())
         return value.strip()
 
-    @field_validator("camera_width", "alarm_sound", mode="before")
+    @field_validator("camera_width", mode="before")
     @classmethod
-    def empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
-
-    @field_validator("alarm_sound")
-    @classmethod
-    def sound_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such sound file: {value}")
-        return value
+    def empty_width_is_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
 
     @field_validator("alarm_player")
     @classmethod

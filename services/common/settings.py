@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXIT_BAD_SETTINGS = 2
@@ -30,6 +30,21 @@ def split_comma_list(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_comma_list)]
 
 
+def empty_is_unset(value: Any) -> Any:
+    """``SETTING=`` in a .env file means "not set", as the generated .env.example writes unset settings."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def existing_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+# An optional file setting: empty means unset; a path that is not a file stops the service at start.
+OptionalFile = Annotated[Path | None, BeforeValidator(empty_is_unset), AfterValidator(existing_file)]
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has: how to reach the broker, and how much to log."""
 
@@ -45,27 +60,20 @@ class ServiceSettings(BaseSettings):
     mqtt_username: str | None = Field(None, description="User name for the broker; empty for anonymous.")
     mqtt_password: SecretStr | None = Field(None, description="Password for the broker user.")
     mqtt_tls: bool = Field(False, description="Connect with TLS, verifying the broker's certificate.")
-    mqtt_ca_file: Path | None = Field(
+    mqtt_ca_file: OptionalFile = Field(
         None, description="CA certificate that signed the broker's certificate; empty = the system CAs."
     )
     log_level: LogLevel = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
 
-    @field_validator("mqtt_username", "mqtt_password", "mqtt_ca_file", mode="before")
+    @field_validator("mqtt_username", "mqtt_password", mode="before")
     @classmethod
     def empty_means_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+        return empty_is_unset(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def upper_case_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("mqtt_ca_file")
-    @classmethod
-    def ca_file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from services.common import schemas, topics
 from services.common.hass import HassSettings
-from services.common.settings import CommaList
+from services.common.settings import CommaList, OptionalFile, empty_is_unset
 
 
 class DetectorSettings(HassSettings):
@@ -22,7 +22,7 @@ class DetectorSettings(HassSettings):
         description="Path to the .tflite model; empty = /models/detect.tflite, then models/detect.tflite "
         "(python -m scripts.fetch_model downloads it).",
     )
-    detector_labels: Path | None = Field(
+    detector_labels: OptionalFile = Field(
         None,
         description="Label file of the model; empty = labelmap.txt or coco_labels.txt next to the model.",
     )
@@ -68,7 +68,7 @@ class DetectorSettings(HassSettings):
         description="Camera ids this instance serves, comma-separated; empty = every camera. Give each "
         "detector instance its own cameras to spread the load over several machines.",
     )
-    detector_config: Path | None = Field(
+    detector_config: OptionalFile = Field(
         None, description="YAML file with per-camera zones, masks and overrides (see docs/detector.md)."
     )
     detector_end_after: float = Field(
@@ -111,17 +111,10 @@ class DetectorSettings(HassSettings):
         "and process id.",
     )
 
-    @field_validator("detector_model", "detector_labels", "detector_config", mode="before")
+    @field_validator("detector_model", mode="before")
     @classmethod
-    def empty_path_means_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("detector_labels", "detector_config")
-    @classmethod
-    def file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
+    def empty_model_is_unset(cls, value: object) -> object:
+        return empty_is_unset(value)
 
     @field_validator("detector_objects")
     @classmethod

@@ -8,11 +8,12 @@ delivers twice (QoS 1 after a crash) is recorded, and alerted, once.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from services.common.database import open_durable
 
 Status = Literal["pending", "sent", "expired", "suppressed"]
 # Rows this old are deleted at start, so the outbox does not grow for ever.
@@ -58,11 +59,8 @@ class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # WAL + FULL: a committed row survives a crash or power cut, which the exactly-once promise needs.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        # Durable: a committed row survives a crash or power cut, which the exactly-once promise needs.
+        self._db = open_durable(path, SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from services.common.settings import CommaList, ServiceSettings, split_comma_list
+from services.common.settings import (
+    CommaList,
+    OptionalFile,
+    ServiceSettings,
+    empty_is_unset,
+    split_comma_list,
+)
 from services.common.topics import label_slug, validate_camera_id
 from services.notifier.const import SMTP_DEFAULT_PORTS
 
@@ -56,7 +62,7 @@ class NotifierSettings(ServiceSettings):
     smtp_password: SecretStr | None = Field(
         None, description="SMTP password. Gmail: an app password, not your account password."
     )
-    smtp_ca_file: Path | None = Field(
+    smtp_ca_file: OptionalFile = Field(
         None, description="CA certificate to trust for a self-signed SMTP server; empty = the system CAs."
     )
     smtp_timeout: float = Field(15.0, gt=0, le=300, description="Seconds to wait for the SMTP server.")
@@ -108,26 +114,18 @@ class NotifierSettings(ServiceSettings):
         "smtp_port",
         "smtp_username",
         "smtp_password",
-        "smtp_ca_file",
         "email_from",
         "web_base_url",
         mode="before",
     )
     @classmethod
-    def empty_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    def empty_means_unset(cls, value: Any) -> Any:
+        return empty_is_unset(value)
 
     @field_validator("smtp_security", mode="before")
     @classmethod
     def lower_security(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("smtp_ca_file")
-    @classmethod
-    def smtp_ca_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
 
     @field_validator("email_from")
     @classmethod

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from services.common import schemas
+from services.common.database import open_durable
 from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
 
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -96,11 +97,8 @@ class EventStore:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         self._logger = logger
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(data_dir / DATABASE_FILE, check_same_thread=False, isolation_level=None)
+        self._db = open_durable(data_dir / DATABASE_FILE, SCHEMA)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:

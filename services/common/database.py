@@ -1,0 +1,17 @@
+"""SQLite opened the way every SentryCam store needs it: durable, shared between threads."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def open_durable(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection whose committed rows survive a crash or a power cut (WAL + synchronous FULL), in
+    autocommit mode so each store decides its own transactions, usable from any thread under the store's
+    own lock."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
