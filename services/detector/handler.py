@@ -209,6 +209,7 @@ class DetectorHandler:
             return
         payload = bytes(message.payload)
         problem = self._payload_problem(payload)
+        usable = problem is None
         try:
             meta = schemas.FrameMeta.from_properties(getattr(message, "properties", None))
         except schemas.BadPayload as error:
@@ -217,7 +218,6 @@ class DetectorHandler:
             problem = problem or str(error)
             self._bad_log.report(f"{camera}-meta", f"camera {camera}: {error}")
         captured_at = meta.captured_ms / 1000 if meta is not None else time.time()
-        usable = self._payload_problem(payload) is None
         with self._changed:
             state = self._camera(camera)
             state.counters.frames_in += 1
