@@ -32,7 +32,7 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_comma_list)]
 
 def empty_is_unset(value: Any) -> Any:
     """``SETTING=`` in a .env file means "not set", as the generated .env.example writes unset settings."""
-    return None if isinstance(value, str) and not value.strip() else value
+    return None if value == "" else value
 
 
 def existing_file(value: Path | None) -> Path | None:

@@ -13,7 +13,6 @@ from services.common.settings import (
     CommaList,
     OptionalFile,
     ServiceSettings,
-    empty_is_unset,
     split_comma_list,
 )
 from services.common.topics import label_slug, validate_camera_id
@@ -114,13 +113,15 @@ class NotifierSettings(ServiceSettings):
         "smtp_port",
         "smtp_username",
         "smtp_password",
+        "smtp_ca_file",
         "email_from",
         "web_base_url",
         mode="before",
     )
     @classmethod
     def empty_means_unset(cls, value: Any) -> Any:
-        return empty_is_unset(value)
+        # Blank (spaces only) counts as unset too: email settings are often pasted with stray spaces.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("smtp_security", mode="before")
     @classmethod

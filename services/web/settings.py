@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, empty_is_unset
 
 
 class WebSettings(ServiceSettings):
@@ -59,7 +59,7 @@ class WebSettings(ServiceSettings):
     )
     @classmethod
     def empty_secret_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+        return empty_is_unset(value)
 
     @field_validator("web_password_hash")
     @classmethod
