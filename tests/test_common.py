@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +149,35 @@ def test_client_waits_for_a_late_broker_and_resubscribes_after_a_restart(
         client.stop()
     assert watcher.wait_for(topics.service_status("detector"), lambda m: m.payload == b"offline")
     watcher.close()
+
+
+def _nodelay(client: MqttClient) -> bool:
+    sock = client.paho.socket()
+    assert isinstance(sock, socket.socket)
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_client_sends_without_nagle_delay_also_after_a_reconnect(
+    own_broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With Nagle's algorithm on, frames published at a high rate reached subscribers in bursts, up to
+    # 20 ms late (docs/benchmarks.md): every connection, first or renewed, must switch it off.
+    client = _client(own_broker, monkeypatch, "detector", topics.service_status("detector"))
+    client.start()
+    try:
+        assert client.connected.wait(10)
+        assert _nodelay(client)
+        first = client.paho.socket()
+        own_broker.restart(down_s=0.5)
+        deadline = time.monotonic() + 10
+        reconnected = False
+        while not reconnected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            reconnected = client.connected.is_set() and client.paho.socket() is not first
+        assert client.connected.is_set() and client.paho.socket() is not first, "did not reconnect"
+        assert _nodelay(client)
+    finally:
+        client.stop()
 
 
 def test_a_failing_handler_does_not_stop_the_client(

@@ -9,6 +9,7 @@ that says ``offline`` before it disconnects. Connecting and reconnecting with ba
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -105,6 +106,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = self._on_socket_open
         self._unreachable_log = RateLimitedLog(logger)
         self._initial_subscribe_mid: int | None = None
         self._client = client
@@ -179,6 +181,14 @@ class MqttClient:
                 )
 
         return on_message
+
+    @staticmethod
+    def _on_socket_open(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+        # paho leaves Nagle's algorithm on. A frame then waits in the kernel until the broker acknowledges
+        # the previous one: at high frame rates frames arrive in bursts, up to 20 ms late
+        # (docs/benchmarks.md, "Detector").
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(
         self,
