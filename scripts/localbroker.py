@@ -173,6 +173,10 @@ class LocalBroker:
         self._process.send_signal(signal.SIGCONT)
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
