@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
-from services.common.mqtt import MqttClient
+from services.common.mqtt import send_without_delay
 from tests.support import MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, Collector
 
 MODEL = MODEL_DIR / "detect.tflite"
@@ -77,7 +77,7 @@ class FramePublisher:
         self._client.username_pw_set(env["MQTT_USERNAME"], env["MQTT_PASSWORD"])
         connected = threading.Event()
         self._client.on_connect = lambda *_args: connected.set()
-        self._client.on_socket_open = MqttClient._on_socket_open  # no Nagle delay, as the camera
+        self._client.on_socket_open = send_without_delay  # as the camera's client does
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         assert connected.wait(5)

@@ -40,6 +40,14 @@ class Subscription:
     handler: Handler
 
 
+def send_without_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """paho's ``on_socket_open``: switch Nagle's algorithm off. paho leaves it on, and a frame then waits in
+    the kernel until the broker acknowledges the previous one: at high frame rates frames arrived in bursts,
+    up to 20 ms late (docs/benchmarks.md, "Detector")."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class RateLimitedLog:
     """Logs a repeated problem at most once per interval per key, with how often it happened meanwhile."""
 
@@ -106,7 +114,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
-        client.on_socket_open = self._on_socket_open
+        client.on_socket_open = send_without_delay
         self._unreachable_log = RateLimitedLog(logger)
         self._initial_subscribe_mid: int | None = None
         self._client = client
@@ -181,14 +189,6 @@ class MqttClient:
                 )
 
         return on_message
-
-    @staticmethod
-    def _on_socket_open(_client: mqtt.Client, _userdata: object, sock: object) -> None:
-        # paho leaves Nagle's algorithm on. A frame then waits in the kernel until the broker acknowledges
-        # the previous one: at high frame rates frames arrive in bursts, up to 20 ms late
-        # (docs/benchmarks.md, "Detector").
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(
         self,
