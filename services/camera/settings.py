@@ -12,7 +12,7 @@ import cv2
 from pydantic import Field, field_validator
 
 from services.camera.const import DEFAULT_ALARM_SOUND
-from services.common import topics
+from services.common.schemas import CameraId
 from services.common.settings import OptionalFile, ServiceSettings, empty_is_unset
 
 SourceKind = Literal["device", "file", "stream", "picamera"]
@@ -86,7 +86,7 @@ class CameraSettings(ServiceSettings):
 
     section: ClassVar[str] = "Camera (services/camera)"
 
-    camera_id: str = Field(
+    camera_id: CameraId = Field(
         "front", description="This camera's id in topics (cam/<id>/...): 1-32 of a-z 0-9 _ -."
     )
     camera_source: str = Field(
@@ -125,11 +125,6 @@ class CameraSettings(ServiceSettings):
     alarm_cooldown: float = Field(
         30.0, ge=0, le=3600, description="Seconds after an alarm ends during which ON commands are ignored."
     )
-
-    @field_validator("camera_id")
-    @classmethod
-    def valid_camera_id(cls, value: str) -> str:
-        return topics.validate_camera_id(value)
 
     @field_validator("camera_source")
     @classmethod

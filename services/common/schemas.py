@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Self
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.common import topics
 
@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+# A camera id that is safe as a topic level (see topics.validate_camera_id).
+CameraId = Annotated[str, AfterValidator(topics.validate_camera_id)]
 
 
 class BadPayload(ValueError):
@@ -89,7 +91,7 @@ def looks_like_jpeg(payload: bytes) -> bool:
 class CameraInfo(Message):
     """Retained on ``cam/<id>/info``: what the camera is and how its source is doing."""
 
-    camera: str
+    camera: CameraId
     source_kind: Literal["device", "file", "stream", "picamera"]
     source: str = Field(description="The source with any password removed.")
     state: Literal["streaming", "reconnecting", "stopped"]
@@ -100,11 +102,6 @@ class CameraInfo(Message):
     error: str | None = Field(None, description="Why the source is reconnecting, when it is.")
     software_version: str
     updated_at: float = Field(description="Epoch seconds.")
-
-    @field_validator("camera")
-    @classmethod
-    def camera_id(cls, value: str) -> str:
-        return topics.validate_camera_id(value)
 
 
 def parse_on_off(payload: bytes) -> bool:
@@ -149,7 +146,7 @@ class DetectionEvent(Message):
 
     type: Literal["start", "update", "end"]
     event_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    camera: str
+    camera: CameraId
     label: str
     score: UnitFloat = Field(description="Smoothed (median) score of the latest sighting.")
     top_score: UnitFloat = Field(description="Best smoothed score over the event so far.")
@@ -162,11 +159,6 @@ class DetectionEvent(Message):
     snapshot: str | None = Field(
         None, description="Annotated JPEG, base64; on start and on updates with a better view."
     )
-
-    @field_validator("camera")
-    @classmethod
-    def camera_id(cls, value: str) -> str:
-        return topics.validate_camera_id(value)
 
     @field_validator("label")
     @classmethod
