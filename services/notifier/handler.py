@@ -131,11 +131,16 @@ class Notifier:
                 self._logger.info("no arming state stored or retained: armed (the default)")
                 self._set_armed(True)
 
-    def _on_armed_set(self, message: mqtt.MQTTMessage) -> None:
+    def _armed_of(self, message: mqtt.MQTTMessage) -> bool | None:
+        """The ON/OFF of an arming message; None (counted and logged) when it is neither."""
         try:
-            armed = schemas.parse_on_off(bytes(message.payload))
+            return schemas.parse_on_off(bytes(message.payload))
         except schemas.BadPayload as error:
             self._bad_input(message.topic, str(error))
+            return None
+
+    def _on_armed_set(self, message: mqtt.MQTTMessage) -> None:
+        if (armed := self._armed_of(message)) is None:
             return
         with self._arming_lock:
             self._set_armed(armed)
@@ -143,10 +148,7 @@ class Notifier:
 
     def _on_armed_state(self, message: mqtt.MQTTMessage) -> None:
         """Only used to restore the state when our own data dir does not have it; we own the topic."""
-        try:
-            armed = schemas.parse_on_off(bytes(message.payload))
-        except schemas.BadPayload as error:
-            self._bad_input(message.topic, str(error))
+        if (armed := self._armed_of(message)) is None:
             return
         with self._arming_lock:
             if self._armed is None:
