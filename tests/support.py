@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
 from scripts.localbroker import ADMIN_USER, LocalBroker
+from services.common.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
@@ -104,6 +105,16 @@ class Collector:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def service_settings(broker: LocalBroker, user: str) -> ServiceSettings:
+    """The shared settings of a service logged in to ``broker`` as ``user``, for an in-process client."""
+    return ServiceSettings(
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        mqtt_username=user,
+        mqtt_password=broker.passwords[user],
+    )
 
 
 def service_env(extra: dict[str, str]) -> dict[str, str]:

@@ -56,38 +56,32 @@ def test_anonymous_and_wrong_password_are_refused(broker: LocalBroker) -> None:
     assert not connect_result(broker, "detector", broker.passwords["detector"]).is_failure
 
 
-def can_write(broker: LocalBroker, user: str, topic: str) -> bool:
-    """Whether a message ``user`` publishes on ``topic`` reaches a subscriber. The user then publishes on
-    its own status topic, which it always may; that message arriving first proves the other was dropped."""
-    barrier = topics.service_status(user)
-    watcher = Collector(broker, topic, barrier)
-    writer = Collector(broker, user=user)
+def delivered(broker: LocalBroker, topic: str, *, sender: str, receiver: str, barrier: str) -> bool:
+    """Whether a message ``sender`` publishes on ``topic`` reaches ``receiver``. The sender then publishes
+    on ``barrier``, which both may use: that message arriving first proves the other was dropped."""
+    reader = Collector(broker, topic, barrier, user=receiver)
+    writer = Collector(broker, user=sender)
     try:
         marker = uuid.uuid4().hex
         writer.publish(topic, marker)
         writer.publish(barrier, marker)
-        watcher.wait_for(barrier, lambda m: m.payload == marker.encode())
-        return any(m.payload == marker.encode() for m in watcher.on(topic))
+        reader.wait_for(barrier, lambda m: m.payload == marker.encode())
+        return any(m.payload == marker.encode() for m in reader.on(topic))
     finally:
         writer.close()
-        watcher.close()
+        reader.close()
+
+
+def can_write(broker: LocalBroker, user: str, topic: str) -> bool:
+    """Whether what ``user`` publishes on ``topic`` reaches the admin; the user's own status topic, which
+    it always may publish on, bounds the wait."""
+    return delivered(broker, topic, sender=user, receiver=ADMIN_USER, barrier=topics.service_status(user))
 
 
 def can_read(broker: LocalBroker, user: str, topic: str) -> bool:
     """Whether ``user`` receives what the admin publishes on ``topic``; the admin's next message, on the
     user's status topic, bounds the wait."""
-    barrier = topics.service_status(user)
-    reader = Collector(broker, topic, barrier, user=user)
-    admin = Collector(broker)
-    try:
-        marker = uuid.uuid4().hex
-        admin.publish(topic, marker)
-        admin.publish(barrier, marker)
-        reader.wait_for(barrier, lambda m: m.payload == marker.encode())
-        return any(m.payload == marker.encode() for m in reader.on(topic))
-    finally:
-        admin.close()
-        reader.close()
+    return delivered(broker, topic, sender=ADMIN_USER, receiver=user, barrier=topics.service_status(user))
 
 
 def test_a_camera_stays_inside_its_own_topics(broker: LocalBroker) -> None:

@@ -28,7 +28,7 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from services.common.mqtt import MqttClient
 from services.common.settings import ServiceSettings
-from tests.support import REPO_ROOT, Collector, ServiceProcess
+from tests.support import REPO_ROOT, Collector, ServiceProcess, service_settings
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.pi.yml", "docker-compose.tls.yml"]
 SERVICES = ("camera", "detector", "notifier", "web")
@@ -309,12 +309,7 @@ def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProc
 
 def test_service_healthcheck_is_healthy_only_while_connected_to_the_broker(broker: LocalBroker) -> None:
     client = MqttClient(
-        ServiceSettings(
-            mqtt_host=broker.host,
-            mqtt_port=broker.port,
-            mqtt_username="web",
-            mqtt_password=broker.passwords["web"],
-        ),
+        service_settings(broker, "web"),
         client_id=f"health-{uuid.uuid4().hex[:8]}",
         status_topic=topics.service_status("web"),
         logger=logging.getLogger("health-test"),

@@ -19,9 +19,8 @@ from pydantic import ValidationError
 from scripts.localbroker import LocalBroker
 from services.common import hass, schemas, topics
 from services.common.mqtt import MqttClient
-from services.common.settings import ServiceSettings
 from tests.camera_helpers import camera_settings
-from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess
+from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, service_settings
 
 # What Home Assistant's MQTT platforms accept, from its documentation (integrations/<platform>.mqtt) and
 # homeassistant/components/mqtt/abbreviations.py. Full names with the abbreviations we might meet.
@@ -283,12 +282,7 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
     jpeg = jpeg_from_footage()
     home_assistant = HomeAssistantLike(broker, prefix, camera)
     detector = MqttClient(
-        ServiceSettings(
-            mqtt_host=broker.host,
-            mqtt_port=broker.port,
-            mqtt_username="detector",
-            mqtt_password=broker.passwords["detector"],
-        ),
+        service_settings(broker, "detector"),
         client_id=f"hass-test-{camera}",
         status_topic=topics.service_status("detector"),
         logger=logging.getLogger("hass-test"),
