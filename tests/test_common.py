@@ -77,6 +77,9 @@ def test_detection_events_validate_and_carry_the_snapshot() -> None:
         schemas.DetectionEvent.parse(event.to_json().replace(b'"front"', b'"../etc"'))
     with pytest.raises(schemas.BadPayload):
         schemas.DetectionEvent.parse(b'{"version": 1, "type": "start"}')
+    assert schemas.DetectionEvent.parse_on("cam/front/person", event.to_json()) == event
+    with pytest.raises(schemas.BadPayload, match="published on cam/back/person"):
+        schemas.DetectionEvent.parse_on("cam/back/person", event.to_json())
 
 
 def test_a_bad_setting_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

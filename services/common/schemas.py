@@ -165,6 +165,14 @@ class DetectionEvent(Message):
     def label_level(cls, value: str) -> str:
         return topics.label_slug(value)
 
+    @classmethod
+    def parse_on(cls, topic: str, payload: bytes) -> Self:
+        """An event as received on ``topic``: one that names another camera or label is BadPayload."""
+        event = cls.parse(payload)
+        if topics.event(event.camera, event.label) != topic:
+            raise BadPayload(f"event of {event.camera}/{event.label} published on {topic}")
+        return event
+
     def snapshot_jpeg(self) -> bytes | None:
         if self.snapshot is None:
             return None

@@ -42,9 +42,7 @@ def retry_delay(attempts: int, minimum: float, maximum: float) -> float:
 
 def parse_event(message: mqtt.MQTTMessage) -> tuple[schemas.DetectionEvent, bytes | None]:
     """The event and its snapshot JPEG, or BadPayload."""
-    event = schemas.DetectionEvent.parse(bytes(message.payload))
-    if topics.event(event.camera, event.label) != message.topic:
-        raise schemas.BadPayload(f"event for {event.camera}/{event.label} published on {message.topic}")
+    event = schemas.DetectionEvent.parse_on(message.topic, bytes(message.payload))
     snapshot = event.snapshot_jpeg()
     if snapshot is not None and not schemas.looks_like_jpeg(snapshot):
         raise schemas.BadPayload("snapshot is not a JPEG")

@@ -250,12 +250,9 @@ class WebRelay:
 
     def _on_event(self, topic: str, payload: bytes) -> None:
         try:
-            event = schemas.DetectionEvent.parse(payload)
+            event = schemas.DetectionEvent.parse_on(topic, payload)
         except schemas.BadPayload as error:
             self._bad(topic, str(error))
-            return
-        if topics.event(event.camera, event.label) != topic:
-            self._bad(topic, f"event of {event.camera}/{event.label} on the wrong topic")
             return
         self._events.put(event)
 
