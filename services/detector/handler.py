@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from services.common import schemas, topics
 from services.common.mqtt import MqttClient, RateLimitedLog
 from services.detector.const import (
+    BETTER_VIEW_MARGIN,
     BOX_COLOUR_BGR,
     EMA_WEIGHT,
     PREPARE_MARGIN_S,
@@ -143,7 +144,7 @@ class DetectorHandler:
             max_area=settings.detector_max_area,
             end_after_s=settings.detector_end_after,
             update_interval_s=settings.detector_update_interval,
-            better_view_margin=0.03,
+            better_view_margin=BETTER_VIEW_MARGIN,
         )
         self._last_stats = time.monotonic()
 
