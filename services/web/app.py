@@ -74,9 +74,9 @@ def add_guards(app: Flask) -> None:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return None
         if not session.get("user"):
-            if request.path.startswith("/api/") or request.endpoint in {"live", "latest", "stream"}:
-                return jsonify(error="login required"), 401
-            if request.endpoint is None:
+            # Machine requests (and unknown paths, which should not reveal they are unknown) get 401.
+            machine = request.path.startswith("/api/") or request.endpoint in {"live", "latest", "stream"}
+            if machine or request.endpoint is None:
                 return jsonify(error="login required"), 401
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
         if request.method not in SAFE_METHODS:
