@@ -74,7 +74,7 @@ def add_guards(app: Flask) -> None:
         if request.endpoint in PUBLIC_ENDPOINTS:
             return None
         if not session.get("user"):
-            # Machine requests (and unknown paths, which should not reveal they are unknown) get 401.
+            # Scripts and <img> streams cannot use a login page: they, and unknown paths, get a plain 401.
             machine = request.path.startswith("/api/") or request.endpoint in {"live", "latest", "stream"}
             if machine or request.endpoint is None:
                 return jsonify(error="login required"), 401
