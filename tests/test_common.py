@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
-from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.mqtt import MqttClient, PendingAck, RateLimitedLog, Redeliver, Route
 from services.common.settings import ServiceSettings, describe_error
 from tests.support import REPO_ROOT, Collector, service_env
 
@@ -131,7 +135,7 @@ def test_client_waits_for_a_late_broker_and_resubscribes_after_a_restart(
     own_broker.stop()
     client = _client(own_broker, monkeypatch, "detector", topics.service_status("detector"))
     received: list[bytes] = []
-    client.subscribe(topics.ALL_FRAMES, lambda message: received.append(bytes(message.payload)))
+    client.serve({topics.ALL_FRAMES: Route(lambda message: received.append(bytes(message.payload)))})
     client.start()
     try:
         time.sleep(1.5)
@@ -195,7 +199,7 @@ def test_a_failing_handler_does_not_stop_the_client(
             raise RuntimeError("handler bug")
         received.append(payload)
 
-    client.subscribe(topics.status("handlertest"), handler)
+    client.serve({topics.status("handlertest"): Route(handler)})
     client.start()
     try:
         assert client.connected.wait(5)
@@ -259,3 +263,133 @@ def test_a_stop_signal_during_stop_wait_cannot_deadlock() -> None:
         timeout=20,
     )
     assert result.stdout.strip() == "stopped", result.stderr
+
+
+def _session_client(broker: LocalBroker, monkeypatch: pytest.MonkeyPatch, name: str) -> MqttClient:
+    """A client with a persistent session, as the services that must not lose a message have."""
+    for key, value in broker.env("web").items():
+        monkeypatch.setenv(key, value)
+    return MqttClient(
+        ServiceSettings(),
+        client_id=f"test-{name}",
+        status_topic=topics.service_status("web"),
+        logger=logging.getLogger(name),
+        persistent_session_s=60,
+    )
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_message_the_handler_could_not_store_comes_again_and_is_handled(
+    own_broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _session_client(own_broker, monkeypatch, "redeliver")
+    stored: list[bytes] = []
+    attempts: list[bool] = []
+
+    def store(message: mqtt.MQTTMessage) -> None:
+        attempts.append(message.dup)
+        if len(attempts) == 1:
+            raise Redeliver("database is locked")
+        stored.append(bytes(message.payload))
+
+    client.serve({topics.status("redeliver"): Route(store, qos=1)})
+    client.start()
+    publisher = Collector(own_broker)
+    try:
+        assert client.connected.wait(10)
+        publisher.publish(topics.status("redeliver"), b"online", qos=1)
+        assert _wait(lambda: stored == [b"online"]), f"not handled again: attempts {attempts}"
+        assert attempts == [False, True], "the second delivery must be the broker's redelivery"
+        assert client.redeliveries == 1
+        # Acknowledged once stored: a restart of the client does not bring it a third time.
+        client.stop()
+        client = _session_client(own_broker, monkeypatch, "redeliver")
+        client.serve({topics.status("redeliver"): Route(store, qos=1)})
+        client.start()
+        assert client.connected.wait(10)
+        time.sleep(1.0)
+        assert stored == [b"online"]
+    finally:
+        publisher.close()
+        client.stop()
+
+
+def test_a_held_acknowledgement_is_sent_only_once_the_other_thread_stored_the_message(
+    own_broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _session_client(own_broker, monkeypatch, "held")
+    pending: queue.Queue[tuple[bytes, PendingAck]] = queue.Queue()
+    stored: list[bytes] = []
+
+    def receive(message: mqtt.MQTTMessage) -> None:
+        pending.put((bytes(message.payload), client.hold_ack(message)))
+
+    def write() -> None:
+        payload, ack = pending.get(timeout=10)
+        ack.failed("disk full")  # the first write fails
+        payload, ack = pending.get(timeout=10)
+        stored.append(payload)
+        ack.done()
+
+    client.serve({topics.status("held"): Route(receive, qos=1)})
+    writer = threading.Thread(target=write)
+    writer.start()
+    client.start()
+    publisher = Collector(own_broker)
+    try:
+        assert client.connected.wait(10)
+        publisher.publish(topics.status("held"), b"offline", qos=1)
+        writer.join(15)
+        assert stored == [b"offline"]
+        assert client.redeliveries == 1
+        assert pending.empty()
+    finally:
+        publisher.close()
+        client.stop()
+
+
+FAILING_SERVICE = """
+from services.common.service import Presence, ServiceHandler, StartupError, run_service
+from services.common.settings import ServiceSettings
+
+class Broken(ServiceHandler[ServiceSettings]):
+    service = "broken"
+
+    @classmethod
+    def presence(cls, settings):
+        return Presence("broken", "sentrycam/broken/status")
+
+    def __init__(self, settings, client, logger):
+        raise StartupError("BROKEN_DIR", "permission denied", "/root/x")
+
+run_service(ServiceSettings, Broken)
+"""
+
+
+def test_a_startup_problem_is_one_line_naming_the_setting_and_exit_code_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_SERVICE],
+        env=service_env({}),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentrycam-broken: invalid setting BROKEN_DIR=/root/x: permission denied"
+    ]
+
+
+def test_an_empty_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQTT_USERNAME", "")
+    monkeypatch.setenv("MQTT_PORT", "")
+    monkeypatch.setenv("MQTT_CA_FILE", "")
+    settings = ServiceSettings()
+    assert (settings.mqtt_username, settings.mqtt_port, settings.mqtt_ca_file) == (None, 1883, None)

@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from pydantic import Field, field_validator
 
 from services.common import __version__, schemas, topics
-from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.mqtt import MqttClient, RateLimitedLog, Route
 from services.common.settings import ServiceSettings
 
 DEFAULT_PREFIX = "homeassistant"
@@ -226,7 +226,7 @@ def hub_entities() -> list[Entity]:
 class HassDiscovery:
     """Publishes discovery for the hub and every camera that shows up, on the given client.
 
-    Call :meth:`start` before the client starts, so its subscriptions are in place at the first connect.
+    Its :meth:`routes` join the subscription table of the service that carries it (the detector).
     """
 
     def __init__(
@@ -255,12 +255,18 @@ class HassDiscovery:
         self._lock = threading.Lock()
         self.bad_payloads = 0
 
+    def routes(self) -> dict[str, Route]:
+        if not self._prefix:
+            return {}
+        return {
+            topics.ALL_INFO: Route(self._on_info, qos=1),
+            topics.hass_status(self._prefix): Route(self._on_hass_status, qos=1),
+        }
+
     def start(self) -> None:
         if not self._prefix:
             self._logger.info("Home Assistant discovery is off")
             return
-        self._client.subscribe(topics.ALL_INFO, self._on_info, qos=1)
-        self._client.subscribe(topics.hass_status(self._prefix), self._on_hass_status, qos=1)
         # The hub needs no camera; it is published once connected, and the retained config stays.
         self._publish(hub_entities())
 

@@ -1,19 +1,27 @@
 """One MQTT client for every service: paho-mqtt 2.x speaking MQTT v5.
 
 What it adds to paho: the service's status topic with ``offline`` as Last Will and ``online`` on connect,
-subscriptions that survive reconnects, handlers that can never kill the network thread, and a clean stop
-that says ``offline`` before it disconnects. Connecting and reconnecting with backoff is paho's own
-(``connect_async`` + ``loop_start`` retries the first connection too).
+one table of subscriptions (topic filter -> :class:`Route`) subscribed on every (re)connect, handlers that
+can never kill the network thread, and a clean stop that says ``offline`` before it disconnects.
+Connecting and reconnecting with backoff is paho's own (``connect_async`` + ``loop_start`` retries the first
+connection too).
+
+Acknowledgements are manual (paho's ``manual_ack``): a QoS 1 message is acknowledged to the broker only
+when its handler has returned, or, for a handler that stores it on another thread, when that thread says
+it is stored (:meth:`MqttClient.hold_ack`). A handler that cannot store a message raises :class:`Redeliver`;
+the client then drops the connection, and the broker sends every unacknowledged message again once it is
+back (with a persistent session), after a backoff that grows while storing keeps failing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -34,10 +42,35 @@ STOP_PUBLISH_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
-class Subscription:
-    topic_filter: str
-    qos: int
+class Route:
+    """One line of a service's subscription table: the method that handles a topic filter's messages."""
+
     handler: Handler
+    qos: int = 0
+
+
+class Redeliver(Exception):
+    """Raised by a handler that could not store a message (a locked database, a full disk): the message is
+    not acknowledged and comes again after a reconnect. Any other exception is a bug: logged, counted, and
+    the message acknowledged, so one poisonous message cannot come back forever."""
+
+
+@dataclass(frozen=True)
+class PendingAck:
+    """A received QoS 1 message whose handler stores it later, on another thread; see ``hold_ack``."""
+
+    client: MqttClient
+    mid: int
+    qos: int
+    connection: int
+
+    def done(self) -> None:
+        """Stored: acknowledge it to the broker."""
+        self.client.acknowledge(self.mid, self.qos, self.connection)
+
+    def failed(self, reason: str) -> None:
+        """Not stored: have the broker send it again."""
+        self.client.redeliver(reason, self.connection)
 
 
 def send_without_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
@@ -82,26 +115,29 @@ class MqttClient:
         status_topic: str,
         logger: logging.Logger,
         persistent_session_s: int = 0,
-        on_connect: Callable[[], None] | None = None,
     ) -> None:
         """``persistent_session_s`` > 0 keeps the session (subscriptions and queued QoS 1 messages) on the
-        broker for that long while this client is away; it needs a stable ``client_id``.
-
-        ``on_connect`` is called on every (re)connect, once subscribed and just before ``online`` is
-        published, in the network thread: the place to publish retained state again, so that whoever
-        reacts to ``online`` already finds it."""
+        broker for that long while this client is away; it needs a stable ``client_id``."""
         self._settings = settings
         self._status_topic = status_topic
         self._logger = logger
         self._persistent_session_s = persistent_session_s
-        self._on_connect_hook = on_connect
-        self._subscriptions: dict[str, Subscription] = {}
+        self._on_connect_hook: Callable[[], None] | None = None
+        self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         # Set once connected, subscribed, and "online" is published; cleared while the broker is away.
         self.connected = threading.Event()
         self.handler_errors = 0
+        self.redeliveries = 0
+        # Which connection a message came on: an acknowledgement is only valid on that connection.
+        self._connection = 0
+        self._dropping = False  # a redelivery was asked for; the connection is being dropped
+        self._failed_stores = 0  # in a row, for the redelivery backoff
+        self._ack_held = False  # set by hold_ack during a handler call (network thread only)
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         client.will_set(status_topic, topics.OFFLINE, qos=1, retain=True)
         if settings.mqtt_username:
             password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
@@ -123,21 +159,57 @@ class MqttClient:
     def paho(self) -> mqtt.Client:
         return self._client
 
-    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 0) -> None:
-        """Call ``handler`` for every message matching ``topic_filter``, now and after every reconnect."""
-        subscription = Subscription(topic_filter, qos, handler)
-        with self._lock:
-            self._subscriptions[topic_filter] = subscription
-        self._client.message_callback_add(topic_filter, self._guarded(subscription))
-        if self.connected.is_set():
-            self._client.subscribe(topic_filter, qos)
+    def serve(self, routes: Mapping[str, Route], on_connect: Callable[[], None] | None = None) -> None:
+        """Handle ``routes`` from the first connect on. ``on_connect`` is called on every (re)connect, once
+        subscribed and just before ``online`` is published, in the network thread: the place to publish
+        retained state again, so that whoever reacts to ``online`` already finds it."""
+        self._on_connect_hook = on_connect
+        for topic_filter, route in routes.items():
+            self._route(topic_filter, route)
 
-    def unsubscribe(self, topic_filter: str) -> None:
+    def _route(self, topic_filter: str, route: Route) -> None:
         with self._lock:
-            self._subscriptions.pop(topic_filter, None)
-        self._client.message_callback_remove(topic_filter)
+            self._routes[topic_filter] = route
+        self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter, route))
         if self.connected.is_set():
-            self._client.unsubscribe(topic_filter)
+            self._client.subscribe(topic_filter, route.qos)
+
+    def hold_ack(self, message: mqtt.MQTTMessage) -> PendingAck:
+        """Called by a handler, in its call, that stores ``message`` later on another thread: the message is
+        acknowledged when that thread calls ``done()``, not when the handler returns."""
+        self._ack_held = True
+        return PendingAck(self, message.mid, message.qos, self._connection)
+
+    def acknowledge(self, mid: int, qos: int, connection: int) -> None:
+        with self._lock:
+            # After a reconnect the same mid may name another message; the broker resends this one anyway.
+            if connection != self._connection or self._dropping or qos == 0:
+                return
+            if self._failed_stores:
+                self._failed_stores = 0
+                self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        self._client.ack(mid, qos)
+
+    def redeliver(self, reason: str, connection: int | None = None) -> None:
+        """Drop the connection so that the broker sends the unacknowledged messages again, after a backoff
+        of 1 s doubling up to 30 s while storing keeps failing."""
+        with self._lock:
+            if connection is not None and connection != self._connection:
+                return
+            if self._dropping:
+                return
+            self._dropping = True
+            self._failed_stores += 1
+            self.redeliveries += 1
+            delay = min(RECONNECT_MAX_DELAY_S, RECONNECT_MIN_DELAY_S * 2 ** min(self._failed_stores - 1, 10))
+            self._client.reconnect_delay_set(delay, RECONNECT_MAX_DELAY_S)
+        self._logger.warning(
+            "could not store a message (%s); the broker sends it again in %d s", reason, delay
+        )
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def publish(
         self,
@@ -177,16 +249,25 @@ class MqttClient:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _guarded(self, subscription: Subscription) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
+    def _dispatcher(
+        self, topic_filter: str, route: Route
+    ) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
         def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+            connection = self._connection
+            if self._dropping:
+                return  # the connection is going away; the broker sends this message again
+            self._ack_held = False
             try:
-                subscription.handler(message)
+                route.handler(message)
+            except Redeliver as error:
+                self.redeliver(str(error), connection)
+                return
             except Exception:
                 # A handler bug must not stop the network thread: log it and keep serving.
                 self.handler_errors += 1
-                self._logger.exception(
-                    "handler for %s failed on %s", subscription.topic_filter, message.topic
-                )
+                self._logger.exception("handler for %s failed on %s", topic_filter, message.topic)
+            if not self._ack_held:
+                self.acknowledge(message.mid, message.qos, connection)
 
         return on_message
 
@@ -208,15 +289,17 @@ class MqttClient:
             return
         self._logger.info("connected to %s:%s", self._settings.mqtt_host, self._settings.mqtt_port)
         with self._lock:
-            subscriptions = list(self._subscriptions.values())
-        if not subscriptions:
+            self._connection += 1
+            self._dropping = False
+            if self._failed_stores:  # a broker outage gets the usual backoff again
+                self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+            routes = [(topic_filter, route.qos) for topic_filter, route in self._routes.items()]
+        if not routes:
             self._announce_online()
             return
         # Say "online" only once the broker has the subscriptions, so whoever reacts to "online" with a
         # command (a test, Home Assistant) cannot lose it to the gap between CONNACK and SUBACK.
-        _result, self._initial_subscribe_mid = client.subscribe(
-            [(s.topic_filter, s.qos) for s in subscriptions]
-        )
+        _result, self._initial_subscribe_mid = client.subscribe(routes)
 
     def _on_subscribe(
         self,
@@ -260,5 +343,7 @@ class MqttClient:
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        with self._lock:
+            self._connection += 1
         if was_connected and reason_code != 0:
             self._logger.warning("lost the broker (%s); reconnecting with backoff", reason_code)

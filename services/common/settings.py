@@ -30,25 +30,24 @@ def split_comma_list(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_comma_list)]
 
 
-def empty_is_unset(value: Any) -> Any:
-    """``SETTING=`` in a .env file means "not set", as the generated .env.example writes unset settings."""
-    return None if value == "" else value
-
-
 def existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"no such file: {value}")
     return value
 
 
-# An optional file setting: empty means unset; a path that is not a file stops the service at start.
-OptionalFile = Annotated[Path | None, BeforeValidator(empty_is_unset), AfterValidator(existing_file)]
+# An optional file setting: a path that is not a file stops the service at start.
+OptionalFile = Annotated[Path | None, AfterValidator(existing_file)]
 
 
 class ServiceSettings(BaseSettings):
     """Settings every service has: how to reach the broker, and how much to log."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # ``SETTING=`` (in the environment or .env) means "not set", as the generated .env.example writes
+    # unset settings: the default applies.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     # Shown in .env.example as the section heading for the class's own fields.
     section: ClassVar[str] = "MQTT broker and logging (every service)"
@@ -64,11 +63,6 @@ class ServiceSettings(BaseSettings):
         None, description="CA certificate that signed the broker's certificate; empty = the system CAs."
     )
     log_level: LogLevel = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
-
-    @field_validator("mqtt_username", "mqtt_password", mode="before")
-    @classmethod
-    def empty_means_unset(cls, value: Any) -> Any:
-        return empty_is_unset(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
