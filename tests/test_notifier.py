@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ import pytest
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
-from services.notifier.handler import in_quiet_hours, retry_delay
+from services.notifier.handler import in_quiet_hours
+from services.notifier.sender import retry_delay
 from services.notifier.settings import parse_schedule
 from tests.camera_helpers import camera_settings
 from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, detection_event, snapshot_jpeg
-from tests.support import Collector, ServiceProcess
+from tests.support import Collector, ServiceProcess, service_env
 from tests.test_alarm import PLAYER, PlayerWatch
 
 # aiosmtpd warns about AUTH without STARTTLS even on an implicit-TLS (ssl) port; that is the point there.
@@ -273,6 +275,32 @@ def test_events_published_while_the_notifier_is_stopped_are_delivered_on_return(
     assert sorted(m.message["Message-ID"] for m in mails) == ["<away1-0@sentrycam>", "<away2-0@sentrycam>"]
 
 
+def test_an_event_the_outbox_could_not_store_is_redelivered_and_emailed_once(rig: Rig, jpeg: bytes) -> None:
+    notifier = rig.start()
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON")  # the default is stored
+    # Another process holds the outbox's write lock (as a backup or an admin's sqlite3 shell might).
+    holder = sqlite3.connect(rig.data_dir / "outbox.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        rig.event("locked", "locked-0", jpeg)
+        notifier.wait_for_log(r"could not store a message \(event locked-0: database is locked\)")
+        assert rig.smtp.mails == []
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+
+    # Not acknowledged, so the broker sends it again once the notifier has reconnected.
+    mail = rig.smtp.wait_count(1)[0]
+    assert mail.message["Message-ID"] == "<locked-0@sentrycam>"
+    assert mail.attachment()[1] == jpeg
+    notifier.wait_for_log(r"alert locked-0 emailed")
+    assert notifier.stop() == 0
+    assert len(rig.smtp.mails) == 1
+    assert notifier.log.count("alert queued") == 1
+    with sqlite3.connect(rig.data_dir / "outbox.sqlite3") as db:
+        assert db.execute("SELECT event_id, status FROM alerts").fetchall() == [("locked-0", "sent")]
+
+
 def test_smtp_down_for_20_s_then_up_gives_exactly_one_email(rig: Rig, jpeg: bytes) -> None:
     notifier = rig.start()
     rig.smtp.stop()
@@ -344,6 +372,54 @@ def test_email_settings_absent_warn_once_and_wrong_ones_stop_the_service(rig: Ri
         lines = process.log.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"sentrycam-notifier: {expected}"), process.log
         assert "s3cret" not in process.log
+
+
+def run_notifier_until_it_exits(workdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The notifier started in ``workdir`` (no .env there), for settings that stop it before it connects."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.notifier"],
+        env=service_env(env),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_data_dir_that_cannot_be_made_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("a regular file")
+    result = run_notifier_until_it_exits(tmp_path, NOTIFY_DATA_DIR=str(not_a_dir / "data"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sentrycam-notifier: invalid setting NOTIFY_DATA_DIR={not_a_dir / 'data'}:")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["SMTP_HOST", "SMTP_USERNAME", "EMAIL_FROM"])
+def test_an_email_setting_of_only_spaces_stops_the_service_with_one_line(
+    setting: str, tmp_path: Path
+) -> None:
+    email = {"SMTP_HOST": "127.0.0.1", "SMTP_USERNAME": SMTP_USER, "EMAIL_TO": "owner@example.com"}
+    result = run_notifier_until_it_exits(tmp_path, **{**email, setting: "   "})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"sentrycam-notifier: invalid setting {setting}=   : only spaces: leave it empty to unset it"
+    ]
+
+
+def test_a_ca_file_that_holds_no_certificate_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    not_a_certificate = tmp_path / "ca.pem"
+    not_a_certificate.write_text("not a certificate")
+    email = {"SMTP_HOST": "127.0.0.1", "SMTP_USERNAME": SMTP_USER, "EMAIL_TO": "owner@example.com"}
+    result = run_notifier_until_it_exits(tmp_path, **email, SMTP_CA_FILE=str(not_a_certificate))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"sentrycam-notifier: invalid setting SMTP_CA_FILE={not_a_certificate}: not a CA"
+    )
 
 
 def test_quiet_hours_and_backoff_rules() -> None:

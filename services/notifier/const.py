@@ -15,3 +15,9 @@ PERSON = "person"
 SMTP_DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
 SENDER_NAME = "SentryCam"
 BAD_INPUT_LOG_INTERVAL_S = 60.0
+# How long an outbox write waits for a lock held by another process (an admin's sqlite3 shell, a backup)
+# before it fails: the event's handler holds up the MQTT network thread meanwhile, and a failed write is
+# redelivered by the broker anyway.
+OUTBOX_BUSY_TIMEOUT_S = 1.0
+# After the outbox failed, the sender tries again this much later.
+OUTBOX_RETRY_S = 5.0

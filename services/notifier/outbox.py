@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.database import open_durable
+from services.notifier.const import OUTBOX_BUSY_TIMEOUT_S
 
 Status = Literal["pending", "sent", "expired", "suppressed"]
 # Rows this old are deleted at start, so the outbox does not grow for ever.
@@ -61,6 +62,7 @@ class Outbox:
         self._lock = threading.Lock()
         # Durable: a committed row survives a crash or power cut, which the exactly-once promise needs.
         self._db = open_durable(path, SCHEMA)
+        self._db.execute(f"PRAGMA busy_timeout = {round(OUTBOX_BUSY_TIMEOUT_S * 1000)}")
 
     def close(self) -> None:
         with self._lock:

@@ -108,20 +108,15 @@ class NotifierSettings(ServiceSettings):
     )
     deterrent_duration: float = Field(10.0, gt=0, le=600, description="Seconds the deterrent sound plays.")
 
-    @field_validator(
-        "smtp_host",
-        "smtp_port",
-        "smtp_username",
-        "smtp_password",
-        "smtp_ca_file",
-        "email_from",
-        "web_base_url",
-        mode="before",
-    )
+    @field_validator("smtp_host", "smtp_username", "email_from")
     @classmethod
-    def empty_means_unset(cls, value: Any) -> Any:
-        # Blank (spaces only) counts as unset too: email settings are often pasted with stray spaces.
-        return None if isinstance(value, str) and not value.strip() else value
+    def not_blank(cls, value: str | None) -> str | None:
+        # Email settings are often pasted with stray spaces; only spaces is a mistake, not "unset".
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("only spaces: leave it empty to unset it")
+        return value.strip()
 
     @field_validator("smtp_security", mode="before")
     @classmethod

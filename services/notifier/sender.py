@@ -1,0 +1,102 @@
+"""The sender thread: emails the outbox's pending alerts, retrying with backoff, giving up old ones."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+from services.notifier.const import OUTBOX_RETRY_S
+from services.notifier.mailer import Mailer, SendError
+from services.notifier.outbox import Alert, Outbox
+from services.notifier.settings import NotifierSettings
+
+
+def retry_delay(attempts: int, minimum: float, maximum: float) -> float:
+    """Exponential backoff: minimum, 2x, 4x ... capped at maximum (``attempts`` failures so far, >= 1)."""
+    return float(min(maximum, minimum * 2 ** min(attempts - 1, 30)))
+
+
+class Sender:
+    """Drains the outbox on its own thread (``run``) until ``stop`` is set; ``wake`` says an alert is new."""
+
+    def __init__(
+        self, settings: NotifierSettings, outbox: Outbox, logger: logging.Logger, stop: threading.Event
+    ) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._mailer = Mailer(settings)
+        self._logger = logger
+        self._stop = stop
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._send_due()
+                next_at = self._outbox.next_attempt_at()
+            except (sqlite3.Error, OSError) as error:
+                # The alerts stay pending in the outbox; the sender must live on to send them later.
+                self._logger.error("outbox failed: %s; sending again in %g s", error, OUTBOX_RETRY_S)
+                next_at = time.time() + OUTBOX_RETRY_S
+            self._wake.wait(None if next_at is None else max(0.0, next_at - time.time()))
+
+    def _send_due(self) -> None:
+        for alert in self._outbox.due(time.time()):
+            if self._stop.is_set():
+                return
+            self._deliver(alert)
+
+    def _deliver(self, alert: Alert) -> None:
+        age = time.time() - alert.started_at
+        if age > self._settings.notify_max_age:
+            self._outbox.give_up(alert.id, f"older than NOTIFY_MAX_AGE; last error: {alert.reason}")
+            self._logger.error(
+                "gave up the alert for %s on %s (%s) after %d attempts: %.0f s old, over NOTIFY_MAX_AGE=%g s;"
+                " last error: %s",
+                alert.label,
+                alert.camera,
+                alert.event_id,
+                alert.attempts,
+                age,
+                self._settings.notify_max_age,
+                alert.reason,
+            )
+            return
+        try:
+            refused = self._mailer.send(alert)
+        except SendError as error:
+            self._retry_later(alert, str(error))
+            return
+        except Exception:
+            # A bug must not stop the sender thread or lose the alert; it stays pending.
+            self._logger.exception("unexpected failure sending alert %s", alert.event_id)
+            self._retry_later(alert, "unexpected error")
+            return
+        self._outbox.mark_sent(alert.id, time.time())
+        if refused:
+            self._logger.error("alert %s: the server refused recipients %s", alert.event_id, sorted(refused))
+        self._logger.info(
+            "alert %s emailed (%s on %s, attempt %d)",
+            alert.event_id,
+            alert.label,
+            alert.camera,
+            alert.attempts + 1,
+        )
+
+    def _retry_later(self, alert: Alert, error: str) -> None:
+        attempts = alert.attempts + 1
+        delay = retry_delay(attempts, self._settings.notify_retry_min, self._settings.notify_retry_max)
+        self._outbox.retry_later(alert.id, time.time() + delay, error)
+        self._logger.warning(
+            "sending alert %s failed (attempt %d): %s; retrying in %.1f s",
+            alert.event_id,
+            attempts,
+            error,
+            delay,
+        )
