@@ -203,3 +203,13 @@ def test_stopping_the_camera_stops_the_player_of_the_bundled_siren(broker, colle
         assert state_payloads(watch, camera)[-1] == b"OFF"
     finally:
         players.close()
+
+
+def test_a_player_that_is_not_installed_is_a_warning_at_start_not_fatal(broker, collector, service):
+    camera = "alarm-no-player"
+    watch = collector(topics.status(camera), topics.frame(camera))
+    env = camera_settings(broker, camera, CAMERA_FPS="2", ALARM_PLAYER="sentrycam-no-such-player -q")
+    process = service("camera", env)
+    watch.wait_for(topics.frame(camera), timeout=15)
+    assert process.log.count("alarm player 'sentrycam-no-such-player' not found; the alarm cannot sound") == 1
+    assert process.stop() == 0

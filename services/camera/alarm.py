@@ -42,12 +42,6 @@ class Alarm:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._ended_at: float | None = None  # time.monotonic() when the last alarm ended
-        self.plays = 0
-
-    @property
-    def sounding(self) -> bool:
-        with self._lock:
-            return self._worker is not None and self._worker.is_alive()
 
     def command(self, command: AlarmCommand) -> None:
         if command.state == "OFF":
@@ -110,7 +104,6 @@ class Alarm:
         except OSError as error:
             self._logger.error("alarm player %r cannot start: %s", self._argv[0], error)
             return False
-        self.plays += 1
         while process.poll() is None:
             if stop.wait(0.05) or time.monotonic() >= until:
                 end_process_group(process)

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 
 import cv2
 import paho.mqtt.client as mqtt
 
 from services.camera.alarm import Alarm
-from services.camera.const import MAX_UNSENT_FRAMES, REOPEN_MAX_DELAY_S, REOPEN_MIN_DELAY_S, UNSENT_FORGET_S
+from services.camera.const import (
+    MAX_UNSENT_FRAMES,
+    REOPEN_MAX_DELAY_S,
+    REOPEN_MIN_DELAY_S,
+    SERVICE,
+    UNSENT_FORGET_S,
+)
 from services.camera.settings import CameraSettings
-from services.camera.sources import Frame, Image, Source, SourceError, make_source
+from services.camera.sources import Capture, Image, SourceError, make_source
 from services.common import __version__, topics
-from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.mqtt import MqttClient, RateLimitedLog, Route
 from services.common.schemas import (
     MAX_FRAME_BYTES,
     AlarmCommand,
@@ -24,6 +32,7 @@ from services.common.schemas import (
     FrameMeta,
     on_off,
 )
+from services.common.service import Presence, ServiceHandler
 
 
 def resize_to_width(image: Image, width: int | None) -> Image:
@@ -43,14 +52,21 @@ def encode_jpeg(image: Image, quality: int) -> bytes:
     return buffer.tobytes()
 
 
-class Camera:
-    def __init__(
-        self, settings: CameraSettings, logger: logging.Logger, source: Source | None = None
-    ) -> None:
-        self._settings = settings
-        self._logger = logger
+class Camera(ServiceHandler[CameraSettings]):
+    """Captures and publishes on the main thread (``run``). Alarm commands arrive on paho's network thread,
+    the alarm plays on a thread of its own, and a live source is read by a thread of its own."""
+
+    service = SERVICE
+
+    @classmethod
+    def presence(cls, settings: CameraSettings) -> Presence:
+        return Presence(f"camera-{settings.camera_id}", topics.status(settings.camera_id))
+
+    def __init__(self, settings: CameraSettings, client: MqttClient, logger: logging.Logger) -> None:
+        super().__init__(settings, client, logger)
         self._id = settings.camera_id
-        self._source = source or make_source(settings)
+        # Cannot fail: the settings have checked the source (a source that is away now is retried in run).
+        self._source = make_source(settings)
         self._interval_s = 1.0 / settings.camera_fps
         self._seq = 0
         self._size: tuple[int, int] | None = None
@@ -63,13 +79,6 @@ class Camera:
         self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
         self._alarm_on = False
         self._alarm_lock = threading.Lock()
-        self.mqtt = MqttClient(
-            settings,
-            client_id=f"camera-{self._id}",
-            status_topic=topics.status(self._id),
-            logger=logger,
-            on_connect=self._on_connected,
-        )
         self.alarm = Alarm(
             settings.player_argv,
             settings.sound,
@@ -78,7 +87,23 @@ class Camera:
             on_state=self._publish_alarm_state,
             logger=logger.getChild("alarm"),
         )
-        self.mqtt.subscribe(topics.alarm_set(self._id), self._on_alarm_set, qos=1)
+
+    def routes(self) -> Mapping[str, Route]:
+        return {topics.alarm_set(self._id): Route(self._on_alarm_set, qos=1)}
+
+    def start(self) -> None:
+        player = self.settings.player_argv[0]
+        if shutil.which(player) is None:
+            # Not fatal: a camera without a speaker is still a camera.
+            self.logger.warning("alarm player %r not found; the alarm cannot sound", player)
+        self.logger.info("camera %s starting (source %s)", self._id, self._source.kind)
+
+    def stop(self) -> None:
+        """Still connected: the alarm's OFF and the "stopped" info reach the broker before ``offline``."""
+        self.alarm.stop()
+        self._set_info("stopped")
+        if self.bad_commands:
+            self.logger.info("ignored %d bad alarm commands in all", self.bad_commands)
 
     # ---- MQTT side
 
@@ -99,7 +124,7 @@ class Camera:
         with self._alarm_lock:
             if sounding is not None:
                 self._alarm_on = sounding
-            self.mqtt.publish(topics.alarm_state(self._id), on_off(self._alarm_on), qos=1, retain=True)
+            self.client.publish(topics.alarm_state(self._id), on_off(self._alarm_on), qos=1, retain=True)
 
     def _set_info(self, state: str, error: str | None = None) -> None:
         width, height = self._size or (None, None)
@@ -111,7 +136,7 @@ class Camera:
                 "state": state,
                 "width": width,
                 "height": height,
-                "fps": self._settings.camera_fps,
+                "fps": self.settings.camera_fps,
                 "source_fps": self._source.fps,
                 "error": error,
                 "software_version": __version__,
@@ -125,9 +150,9 @@ class Camera:
         with self._info_lock:
             self._state = info or self._state
             if self._state is not None:
-                self.mqtt.publish(topics.info(self._id), self._state.to_json(), qos=1, retain=True)
+                self.client.publish(topics.info(self._id), self._state.to_json(), qos=1, retain=True)
 
-    def _on_connected(self) -> None:
+    def on_connect(self) -> None:
         """Retained state is said again on every connect: a broker without persistence forgets it."""
         self._publish_info()
         self._publish_alarm_state()
@@ -136,25 +161,17 @@ class Camera:
 
     def run(self, stop: threading.Event) -> None:
         """Capture and publish until ``stop`` is set; a failing source is reopened with backoff."""
-        self.mqtt.start()
         delay = REOPEN_MIN_DELAY_S
-        try:
-            while not stop.is_set():
-                opened, error = self._capture(stop)
-                if error is None:
-                    break
-                if opened:  # it worked for a while: start the backoff again
-                    delay = REOPEN_MIN_DELAY_S
-                self._logger.warning("source %s: %s; reopening in %.0f s", self._source.shown, error, delay)
-                self._set_info("reconnecting", error)
-                stop.wait(delay)
-                delay = min(delay * 2, REOPEN_MAX_DELAY_S)
-        finally:
-            self.alarm.stop()
-            self._set_info("stopped")
-            if self.bad_commands:
-                self._logger.info("ignored %d bad alarm commands in all", self.bad_commands)
-            self.mqtt.stop()
+        while not stop.is_set():
+            opened, error = self._capture(stop)
+            if error is None:
+                break
+            if opened:  # it worked for a while: start the backoff again
+                delay = REOPEN_MIN_DELAY_S
+            self.logger.warning("source %s: %s; reopening in %.0f s", self._source.shown, error, delay)
+            self._set_info("reconnecting", error)
+            stop.wait(delay)
+            delay = min(delay * 2, REOPEN_MAX_DELAY_S)
 
     def _capture(self, stop: threading.Event) -> tuple[bool, str | None]:
         """Open the source and stream until ``stop``; whether it opened, and why it failed (None: stopped)."""
@@ -162,7 +179,7 @@ class Camera:
         try:
             self._source.open()
             opened = True
-            self._logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
+            self.logger.info("streaming from %s (%s)", self._source.shown, self._source.kind)
             self._stream(stop)
             return opened, None
         except (SourceError, cv2.error) as error:  # cv2.error: a frame OpenCV chokes on
@@ -174,10 +191,10 @@ class Camera:
         due = time.monotonic()
         announced = False
         while not stop.is_set():
-            frame = self._source.next_frame(due, stop)
-            if frame is None:
+            capture = self._source.next_frame(due, stop)
+            if capture is None:
                 return
-            self._publish_frame(frame)
+            self._publish_frame(capture)
             if not announced:
                 self._set_info("streaming")
                 announced = True
@@ -197,8 +214,8 @@ class Camera:
                 break
         return len(self._unsent) < MAX_UNSENT_FRAMES
 
-    def _publish_frame(self, frame: Frame) -> None:
-        if not self.mqtt.connected.is_set():
+    def _publish_frame(self, capture: Capture) -> None:
+        if not self.client.connected.is_set():
             return  # nobody to send it to: not worth an encode (the MQTT client logs the lost broker)
         if not self._network_keeps_up():
             self.frames_dropped += 1
@@ -206,11 +223,11 @@ class Camera:
                 "slow", f"the network is slower than the frames; {self.frames_dropped} dropped"
             )
             return
-        image = resize_to_width(frame.image, self._settings.camera_width)
+        image = resize_to_width(capture.image, self.settings.camera_width)
         height, width = image.shape[:2]
         self._size = (width, height)
-        meta = FrameMeta(captured_ms=frame.captured_ms, seq=self._seq, width=width, height=height)
-        jpeg = encode_jpeg(image, self._settings.camera_jpeg_quality)
+        meta = FrameMeta(captured_ms=capture.captured_ms, seq=self._seq, width=width, height=height)
+        jpeg = encode_jpeg(image, self.settings.camera_jpeg_quality)
         if len(jpeg) > MAX_FRAME_BYTES:
             # The broker would drop it anyway (message_size_limit); say why no frames arrive.
             self._slow_log.report(
@@ -219,7 +236,7 @@ class Camera:
             )
             return
         # QoS 0 and dropped while disconnected: a stale frame is worth nothing.
-        info = self.mqtt.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
+        info = self.client.publish(topics.frame(self._id), jpeg, qos=0, properties=meta.to_properties())
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._unsent.append((time.monotonic(), info))
         self._seq += 1

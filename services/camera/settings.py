@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shlex
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from services.camera.const import DEFAULT_ALARM_SOUND
 from services.common.schemas import CameraId
-from services.common.settings import OptionalFile, ServiceSettings, empty_is_unset
+from services.common.settings import OptionalFile, ServiceSettings
 
 SourceKind = Literal["device", "file", "stream", "picamera"]
 
@@ -132,11 +132,6 @@ class CameraSettings(ServiceSettings):
         if source_kind(value.strip()) == "file":
             check_video_file(value.strip())
         return value.strip()
-
-    @field_validator("camera_width", mode="before")
-    @classmethod
-    def empty_width_is_unset(cls, value: Any) -> Any:
-        return empty_is_unset(value)
 
     @field_validator("alarm_player")
     @classmethod

@@ -29,7 +29,9 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
-class Frame:
+class Capture:
+    """One captured image and when it was captured."""
+
     image: Image
     captured_ms: int
 
@@ -52,7 +54,7 @@ class Source(ABC):
         """Raise SourceError when the source cannot be opened."""
 
     @abstractmethod
-    def next_frame(self, not_before: float, stop: threading.Event) -> Frame | None:
+    def next_frame(self, not_before: float, stop: threading.Event) -> Capture | None:
         """The first frame at or after ``not_before`` (time.monotonic); None when ``stop`` is set."""
 
     @abstractmethod
@@ -109,7 +111,7 @@ class FileSource(Source):
     def _frame_time(self, index: int) -> float:
         return self._start + index * self._period
 
-    def next_frame(self, not_before: float, stop: threading.Event) -> Frame | None:
+    def next_frame(self, not_before: float, stop: threading.Event) -> Capture | None:
         capture = self._capture
         if capture is None:
             raise SourceError("not open")
@@ -127,7 +129,7 @@ class FileSource(Source):
             if not ok:
                 raise SourceError("cannot read the first frame after rewinding")
         self._index += 1
-        return Frame(image, now_ms())
+        return Capture(image, now_ms())
 
     def _end_of_file(self, capture: cv2.VideoCapture) -> None:
         if not self._loop:
@@ -225,7 +227,7 @@ class LiveSource(Source):
         super().__init__(spec)
         self.kind = kind
         self._make_reader = make_reader
-        self._newest: Frame | None = None
+        self._newest: Capture | None = None
         self._count = 0
         self._taken = 0
         self._error: str | None = None
@@ -254,7 +256,7 @@ class LiveSource(Source):
                 with self._changed:
                     if closing.is_set():  # closed meanwhile: the frame belongs to no one now
                         return
-                    self._newest = Frame(image, now_ms())
+                    self._newest = Capture(image, now_ms())
                     self._count += 1
                     self._changed.notify_all()
         except SourceError as error:
@@ -265,7 +267,7 @@ class LiveSource(Source):
         finally:
             reader.close()
 
-    def next_frame(self, not_before: float, stop: threading.Event) -> Frame | None:
+    def next_frame(self, not_before: float, stop: threading.Event) -> Capture | None:
         if stop.wait(max(0.0, not_before - time.monotonic())):
             return None
         deadline = time.monotonic() + LIVE_FRAME_TIMEOUT_S
