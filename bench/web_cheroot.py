@@ -5,34 +5,38 @@
 
 from __future__ import annotations
 
-import threading
-
 from cheroot.wsgi import Server  # type: ignore[import-not-found, unused-ignore]
+from flask import Flask
 
-from services.common.service import stop_on_signals
-from services.common.settings import load_settings, setup_logging
-from services.web.app import create_app
-from services.web.events import EventStore
+from services.common.service import run_service
 from services.web.relay import WebRelay
+from services.web.server import WebServer, listen_error
 from services.web.settings import WebSettings
 
 
-def main() -> None:
-    settings = load_settings(WebSettings, "web")
-    logger = setup_logging("web", settings.log_level)
-    stop = stop_on_signals()
-    settings.web_data_dir.mkdir(parents=True, exist_ok=True)
-    store = EventStore(settings.web_data_dir, logger)
-    relay = WebRelay(settings, logger, store)
-    server = Server(
-        (settings.web_host, settings.web_port), create_app(relay), numthreads=settings.web_threads
-    )
-    relay.start()
-    threading.Thread(target=server.safe_start, daemon=True).start()
-    stop.wait()
-    relay.stop()
-    server.stop()
+class CherootServer:
+    def __init__(self, app: Flask, settings: WebSettings) -> None:
+        self._address = f"http://{settings.web_host}:{settings.web_port}"
+        self._server = Server((settings.web_host, settings.web_port), app, numthreads=settings.web_threads)
+        try:
+            self._server.prepare()  # listens now, as the relay expects of its server
+        except OSError as error:
+            raise listen_error(error, settings) from error
+
+    def run(self) -> None:
+        self._server.serve()
+
+    def close(self) -> None:
+        self._server.stop()
+
+    def addresses(self) -> list[str]:
+        return [self._address]
+
+
+class CherootRelay(WebRelay):
+    def create_server(self, app: Flask) -> WebServer:
+        return CherootServer(app, self.settings)
 
 
 if __name__ == "__main__":
-    main()
+    run_service(WebSettings, CherootRelay)

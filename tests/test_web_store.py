@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sqlite3
@@ -10,9 +11,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 from scripts.localbroker import LocalBroker, free_port
 from services.common import schemas, topics
-from services.web.events import EventFilter, EventStore, write_durably
+from services.web.event_model import EventFilter
+from services.web.events import EventStore, write_durably
 from tests.web_helpers import PASSWORD, Publisher, detection, footage_frames, wait_until
 
 LOGGER = logging.getLogger("test.web")
@@ -27,7 +31,7 @@ def event(
 def consistent(store: EventStore) -> None:
     """Every row's pictures exist, and every file belongs to a row."""
     rows = store.query(EventFilter(limit=100))
-    referenced = {name for row in rows for name in (row["_snapshot"], row["_thumbnail"]) if name}
+    referenced = {name for row in rows for name in (row.snapshot, row.thumbnail) if name}
     on_disk = {path.name for path in store.snapshot_dir.iterdir()}
     assert referenced == on_disk
 
@@ -41,13 +45,13 @@ def test_retention_removes_old_events_then_the_oldest_beyond_the_size_limit(tmp_
         store.record(event("ret", f"ret-{index}-person", "start", frames[index], now - age * 86400))
     consistent(store)
     assert store.apply_retention(30 * 86400, 10**9, now=now) == 2
-    assert [e["event_id"] for e in store.query(EventFilter())] == [f"ret-{i}-person" for i in (5, 4, 3, 2)]
+    assert [e.event_id for e in store.query(EventFilter())] == [f"ret-{i}-person" for i in (5, 4, 3, 2)]
     consistent(store)
     # Size: keep only what fits in the newest two events' pictures.
     kept = store.query(EventFilter(limit=2))
-    budget = sum(store._size(e["_snapshot"], e["_thumbnail"]) for e in kept)
+    budget = sum(store._size(e.snapshot, e.thumbnail) for e in kept)
     assert store.apply_retention(30 * 86400, budget, now=now) == 2
-    assert [e["event_id"] for e in store.query(EventFilter())] == ["ret-5-person", "ret-4-person"]
+    assert [e.event_id for e in store.query(EventFilter())] == ["ret-5-person", "ret-4-person"]
     consistent(store)
     store.close()
 
@@ -63,14 +67,15 @@ def test_cleanup_repairs_every_state_a_crash_can_leave(tmp_path: Path) -> None:
     # A file lost behind the relay's back.
     lost = store.get("crash-2-person")
     assert lost is not None
-    (store.snapshot_dir / lost["_snapshot"]).unlink()
+    assert lost.snapshot is not None
+    (store.snapshot_dir / lost.snapshot).unlink()
     store.close()
     again = EventStore(tmp_path, LOGGER)
     assert again.cleanup() == (3, 1)  # the .tmp, the orphan, and the lost event's thumbnail
     consistent(again)
     kept = again.get("crash-1-person")
-    assert kept is not None and (again.snapshot_dir / kept["_snapshot"]).read_bytes() == frames[0]
-    assert again.get("crash-2-person")["has_snapshot"] is False  # type: ignore[index]
+    assert kept is not None and (again.snapshot_dir / str(kept.snapshot)).read_bytes() == frames[0]
+    assert again.get("crash-2-person").has_snapshot is False  # type: ignore[union-attr]
     again.close()
 
 
@@ -91,17 +96,19 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
     frames = footage_frames()
     camera = "web-kill"
     stop = threading.Event()
+    published: list[tuple[str, mqtt.MQTTMessageInfo]] = []
 
     def flood() -> None:
         index = 0
         while not stop.is_set():
             kind = ("start", "update", "update", "end")[index % 4]
             event_id = f"{camera}-{index // 4}-person"
-            publisher.client.publish(
+            info = publisher.client.publish(
                 topics.event(camera, "person"),
                 detection(camera, event_id, kind, frames[index % len(frames)]),
                 qos=1,
             )
+            published.append((event_id, info))
             index += 1
             time.sleep(0.002)
 
@@ -114,6 +121,8 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
     relay.wait()
     stop.set()
     thread.join()
+    last_id, last_sent = published[-1]
+    last_sent.wait_for_publish(5)
     publisher.close()
     # What the kill left: rows are valid, and after the start-up cleanup files and rows match exactly.
     with sqlite3.connect(data_dir / "events.sqlite3") as db:
@@ -122,15 +131,23 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
     assert rows > 0
     restarted = service("web", env)
     restarted.wait_for_log("serving on")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert response.status == 200
+    # The broker kept what the killed relay had not stored and what came while it was down: the restarted
+    # relay stores it. Stopped, it has finished writing, so files and rows must match exactly.
+    wait_until(lambda: stored(data_dir, last_id), timeout=20, what="the events sent while the relay was down")
+    assert restarted.stop() == 0
     store = EventStore(data_dir, LOGGER)
     consistent(store)
     for row in store.query(EventFilter(limit=100)):
-        if row["_snapshot"]:
-            assert schemas.looks_like_jpeg((store.snapshot_dir / row["_snapshot"]).read_bytes())
+        if row.snapshot:
+            assert schemas.looks_like_jpeg((store.snapshot_dir / row.snapshot).read_bytes())
     store.close()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        assert response.status == 200
-    assert restarted.stop() == 0
+
+
+def stored(data_dir: Path, event_id: str) -> bool:
+    with contextlib.closing(sqlite3.connect(data_dir / "events.sqlite3")) as db:
+        return db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
 
 
 def test_bad_settings_stop_the_relay_with_one_line(broker: LocalBroker, service, tmp_path: Path) -> None:

@@ -18,11 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from scripts.localbroker import ADMIN_USER, LocalBroker
+from scripts.localbroker import ADMIN_USER, LocalBroker, free_port
 from services.common import schemas, topics
+from services.common.service import create_handler
 from services.common.settings import setup_logging
-from services.web.app import create_app
-from services.web.events import EventStore
 from services.web.relay import WebRelay
 from services.web.settings import WebSettings
 from tests.support import PERSON_VIDEO
@@ -144,6 +143,8 @@ def web_settings(broker: LocalBroker, data_dir: Path, **extra: Any) -> WebSettin
         "web_username": USERNAME,
         "web_password": PASSWORD,
         "web_data_dir": data_dir,
+        "web_host": "127.0.0.1",
+        "web_port": free_port(),
         **extra,
     }
     return WebSettings(_env_file=None, **values)
@@ -151,19 +152,20 @@ def web_settings(broker: LocalBroker, data_dir: Path, **extra: Any) -> WebSettin
 
 @contextmanager
 def running_relay(broker: LocalBroker, data_dir: Path, **extra: Any) -> Iterator[tuple[WebRelay, Flask]]:
+    """The relay in process, started and stopped as ``run_service`` does, without its main loop: the tests
+    call ``check_broker`` themselves. Its server listens too, though the Flask test client needs none."""
     settings = web_settings(broker, data_dir, **extra)
-    logger = setup_logging("web", "INFO")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = EventStore(data_dir, logger)
-    relay = WebRelay(settings, logger, store)
-    app = create_app(relay)
+    relay = create_handler(WebRelay, settings, setup_logging("web", "INFO"))
+    assert isinstance(relay, WebRelay)
     relay.start()
-    assert relay.mqtt.connected.wait(10), "the relay did not connect to the broker"
+    relay.client.start()
     try:
-        yield relay, app
+        assert relay.client.connected.wait(10), "the relay did not connect to the broker"
+        yield relay, relay.app
     finally:
         relay.stop()
-        store.close()
+        relay.client.stop()
+        relay.close()
 
 
 def csrf_token(html: str) -> str:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,9 @@ import numpy as np
 
 from services.common import schemas
 from services.common.database import open_durable
-from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
+from services.web.const import BUSY_TIMEOUT_MS, DATABASE_FILE, SNAPSHOT_DIR
+from services.web.event_model import EVENT_ID_RE, EventFilter, StoredEvent
 
-EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 THUMB_WIDTH = 320
 
 SCHEMA = """
@@ -51,15 +48,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_started ON events (started_at DESC);
 CREATE INDEX IF NOT EXISTS events_filters ON events (camera, label, day);
 """
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    camera: str | None = None
-    label: str | None = None
-    day: str | None = None  # YYYY-MM-DD, the server's local time
-    before: float | None = None  # started_at of the last event of the previous page
-    limit: int = 100
 
 
 def local_day(epoch_s: float) -> str:
@@ -98,6 +86,7 @@ class EventStore:
         self._logger = logger
         self._lock = threading.Lock()
         self._db = open_durable(data_dir / DATABASE_FILE, SCHEMA)
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -106,38 +95,54 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def record(self, event: schemas.DetectionEvent) -> dict[str, Any]:
-        """Store a start, update or end; returns the event as the API shows it."""
-        jpeg = event.snapshot_jpeg()
-        new_files: tuple[str, str | None] | None = None
-        if jpeg is not None and schemas.looks_like_jpeg(jpeg):
-            thumbnail = make_thumbnail(jpeg)
-            new_files = (
-                write_durably(self.snapshot_dir, event.event_id, jpeg),
-                write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail) if thumbnail else None,
-            )
+    def record(self, event: schemas.DetectionEvent) -> StoredEvent:
+        """Store a start, update or end, again if it comes twice. Raises ``sqlite3.Error`` or ``OSError``
+        when the database is locked or the disk is full; nothing of the event is then kept."""
+        new_files = self._write_pictures(event)
         now = time.time()
         with self._lock:
             old = self._db.execute(
                 "SELECT snapshot, thumbnail FROM events WHERE event_id = ?", (event.event_id,)
             ).fetchone()
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._upsert(event, now, old is None)
-                if new_files is not None:
-                    self._db.execute(
-                        "UPDATE events SET snapshot = ?, thumbnail = ?, snapshot_bytes = ? "
-                        "WHERE event_id = ?",
-                        (new_files[0], new_files[1], self._size(*new_files), event.event_id),
-                    )
-                self._db.execute("COMMIT")
+                self._commit(event, now, old is None, new_files)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # The event comes again (the broker redelivers it) and writes its pictures anew.
+                self._remove_files(*(new_files or ()))
                 raise
             if new_files is not None and old is not None:
                 self._remove_files(old["snapshot"], old["thumbnail"])
             row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
-        return row_to_dict(row)
+        return StoredEvent.from_row(row)
+
+    def _write_pictures(self, event: schemas.DetectionEvent) -> tuple[str, str | None] | None:
+        """The snapshot and its thumbnail, written under new names before the row points at them."""
+        jpeg = event.snapshot_jpeg()
+        if jpeg is None or not schemas.looks_like_jpeg(jpeg):
+            return None
+        thumbnail = make_thumbnail(jpeg)
+        return (
+            write_durably(self.snapshot_dir, event.event_id, jpeg),
+            write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail) if thumbnail else None,
+        )
+
+    def _commit(
+        self, event: schemas.DetectionEvent, now: float, new: bool, new_files: tuple[str, str | None] | None
+    ) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._upsert(event, now, new)
+            if new_files is not None:
+                self._db.execute(
+                    "UPDATE events SET snapshot = ?, thumbnail = ?, snapshot_bytes = ? WHERE event_id = ?",
+                    (*new_files, self._size(*new_files), event.event_id),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk); a second ROLLBACK would hide why.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _upsert(self, event: schemas.DetectionEvent, now: float, new: bool) -> None:
         values = {
@@ -174,14 +179,14 @@ class EventStore:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def get(self, event_id: str) -> dict[str, Any] | None:
+    def get(self, event_id: str) -> StoredEvent | None:
         if not EVENT_ID_RE.fullmatch(event_id):
             return None
         with self._lock:
             row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        return row_to_dict(row) if row is not None else None
+        return StoredEvent.from_row(row) if row is not None else None
 
-    def query(self, where: EventFilter) -> list[dict[str, Any]]:
+    def query(self, where: EventFilter) -> list[StoredEvent]:
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("camera", where.camera), ("label", where.label), ("day", where.day)):
@@ -198,7 +203,7 @@ class EventStore:
         params.append(where.limit)
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
-        return [row_to_dict(row) for row in rows]
+        return [StoredEvent.from_row(row) for row in rows]
 
     def choices(self) -> dict[str, list[str]]:
         """Cameras, labels and days that have events, for the timeline's filters."""
@@ -212,7 +217,7 @@ class EventStore:
         event = self.get(event_id)
         if event is None:
             return None
-        name = event["_thumbnail" if thumbnail else "_snapshot"]
+        name = event.thumbnail if thumbnail else event.snapshot
         return self.snapshot_dir / name if name else None
 
     # -- housekeeping --------------------------------------------------------------------------------
@@ -277,23 +282,3 @@ class EventStore:
         if doomed:
             self._logger.info("retention: deleted %d events", len(doomed))
         return len(doomed)
-
-
-def row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
-    """The API's view of a row; file names stay private (prefixed ``_``) and become URLs in the app."""
-    return {
-        "event_id": row["event_id"],
-        "camera": row["camera"],
-        "label": row["label"],
-        "day": row["day"],
-        "started_at": row["started_at"],
-        "ended_at": row["ended_at"],
-        "updated_at": row["updated_at"],
-        "score": row["score"],
-        "top_score": row["top_score"],
-        "box": json.loads(row["box"]),
-        "zones": json.loads(row["zones"]),
-        "has_snapshot": row["snapshot"] is not None,
-        "_snapshot": row["snapshot"],
-        "_thumbnail": row["thumbnail"],
-    }

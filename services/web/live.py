@@ -19,7 +19,7 @@ BOUNDARY = "sentrycamframe"
 
 
 @dataclass(frozen=True)
-class Frame:
+class LiveFrame:
     jpeg: bytes
     seq: int  # the relay's own count per camera, so a restarted camera (seq 0 again) still moves forward
     arrived: float  # time.monotonic() when the MQTT message arrived
@@ -29,19 +29,21 @@ class Frame:
 
 class FrameHub:
     def __init__(self) -> None:
-        self._frames: dict[str, Frame] = {}
+        self._frames: dict[str, LiveFrame] = {}
         self._changed = threading.Condition()
         self._closed = False
 
-    def put(self, camera: str, jpeg: bytes, meta: schemas.FrameMeta | None) -> Frame:
+    def put(self, camera: str, jpeg: bytes, meta: schemas.FrameMeta | None) -> LiveFrame:
         with self._changed:
             previous = self._frames.get(camera)
-            frame = Frame(jpeg, (previous.seq + 1) if previous else 1, time.monotonic(), time.time(), meta)
+            frame = LiveFrame(
+                jpeg, (previous.seq + 1) if previous else 1, time.monotonic(), time.time(), meta
+            )
             self._frames[camera] = frame
             self._changed.notify_all()
         return frame
 
-    def latest(self, camera: str) -> Frame | None:
+    def latest(self, camera: str) -> LiveFrame | None:
         with self._changed:
             return self._frames.get(camera)
 
@@ -49,7 +51,7 @@ class FrameHub:
         with self._changed:
             return sorted(self._frames)
 
-    def wait_newer(self, camera: str, after_seq: int, timeout: float) -> Frame | None:
+    def wait_newer(self, camera: str, after_seq: int, timeout: float) -> LiveFrame | None:
         """The newest frame with a sequence number above ``after_seq``, or None after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -74,7 +76,7 @@ class FrameHub:
         return self._closed
 
 
-def multipart_part(frame: Frame) -> bytes:
+def multipart_part(frame: LiveFrame) -> bytes:
     """One part of the stream; the camera's sequence number and the arrival time let a client (the
     benchmark, a debugging session) see which frames it skipped and how long each took."""
     camera_seq = frame.meta.seq if frame.meta else -1

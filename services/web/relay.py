@@ -1,127 +1,112 @@
-"""The relay's MQTT side: one subscription feeds frames, camera states and events to every page."""
+"""The web relay as a service: one MQTT session feeds frames, camera states and events to every page."""
 
 from __future__ import annotations
 
-import contextlib
-import json
+import hashlib
 import logging
-import queue
+import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
+from flask import Flask
 
 from services.common import schemas, topics
-from services.common.mqtt import MqttClient, RateLimitedLog
-from services.web.const import CLIENT_ID_PREFIX, SERVICE, SSE_QUEUE_LENGTH
-from services.web.events import EventStore
+from services.common.mqtt import MqttClient, RateLimitedLog, Route
+from services.common.service import Presence, ServiceHandler, StartupError
+from services.web.app import create_app
+from services.web.broadcast import Broadcaster
+from services.web.cameras import CameraViews
+from services.web.const import CLIENT_ID_PREFIX, RETENTION_INTERVAL_S, SERVICE, SESSION_EXPIRY_S
+from services.web.datadir import open_data_dir
+from services.web.event_model import StoredEvent
 from services.web.live import FrameHub
+from services.web.server import WaitressServer, WebServer
 from services.web.settings import WebSettings
+from services.web.writer import EventWriter
 
 
-@dataclass
-class CameraState:
-    camera: str
-    status: str | None = None
-    info: dict[str, Any] | None = None
-    detect: str | None = None
-    alarm: str | None = None
-
-    def as_dict(self, hub: FrameHub) -> dict[str, Any]:
-        frame = hub.latest(self.camera)
-        return {
-            "id": self.camera,
-            "online": self.status == topics.ONLINE,
-            "status": self.status,
-            "info": self.info,
-            "detect": self.detect,
-            "alarm": self.alarm,
-            "last_frame_at": frame.arrived_at if frame else None,
-        }
+def client_id(data_dir: Path) -> str:
+    """Stable across restarts, so that the broker keeps the relay's session, and the events sent while it
+    is away, for it. One per data directory, because those events belong to that directory's timeline:
+    relays with data of their own on one broker (two installations, the tests) must not share a session,
+    and a second client with the same id would make the broker drop the first."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{CLIENT_ID_PREFIX}-{digest}"
 
 
-class Broadcaster:
-    """Server-Sent Event fan-out: one bounded queue per open page; a page that stops reading loses the
-    oldest messages, never blocks the MQTT thread."""
+class WebRelay(ServiceHandler[WebSettings]):
+    service: ClassVar[str] = SERVICE
 
-    def __init__(self) -> None:
-        self._queues: set[queue.Queue[tuple[str, str]]] = set()
-        self._lock = threading.Lock()
+    @classmethod
+    def presence(cls, settings: WebSettings) -> Presence:
+        # A persistent session: events published while the relay is down, or that it could not store,
+        # wait on the broker instead of missing from the timeline.
+        return Presence(
+            client_id=client_id(settings.web_data_dir),
+            status_topic=topics.service_status(SERVICE),
+            persistent_session_s=SESSION_EXPIRY_S,
+        )
 
-    def subscribe(self) -> queue.Queue[tuple[str, str]]:
-        listener: queue.Queue[tuple[str, str]] = queue.Queue(SSE_QUEUE_LENGTH)
-        with self._lock:
-            self._queues.add(listener)
-        return listener
-
-    def unsubscribe(self, listener: queue.Queue[tuple[str, str]]) -> None:
-        with self._lock:
-            self._queues.discard(listener)
-
-    def send(self, kind: str, data: object) -> None:
-        message = (kind, json.dumps(data, separators=(",", ":")))
-        with self._lock:
-            listeners = list(self._queues)
-        for listener in listeners:
-            while True:
-                try:
-                    listener.put_nowait(message)
-                    break
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        listener.get_nowait()
-
-    @property
-    def listeners(self) -> int:
-        with self._lock:
-            return len(self._queues)
-
-
-class WebRelay:
-    def __init__(self, settings: WebSettings, logger: logging.Logger, store: EventStore) -> None:
-        self.settings = settings
-        self.logger = logger
-        self.store = store
+    def __init__(self, settings: WebSettings, client: MqttClient, logger: logging.Logger) -> None:
+        super().__init__(settings, client, logger)
         self.hub = FrameHub()
+        self.views = CameraViews(self.hub)
         self.broadcaster = Broadcaster()
         self.armed: str | None = None
         self.bad_payloads = 0
-        self._cameras: dict[str, CameraState] = {}
-        self._lock = threading.Lock()
         self._bad_log = RateLimitedLog(logger)
         self._broker_was_connected = False
-        # Events are written by their own thread: fsyncs on a slow SD card must not delay the frames that
-        # share paho's network thread. None asks it to finish.
-        self._events: queue.Queue[schemas.DetectionEvent | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_events, name="event-writer", daemon=True)
-        self.mqtt = MqttClient(
-            settings,
-            client_id=f"{CLIENT_ID_PREFIX}-{time.monotonic_ns() % 1_000_000}",
-            status_topic=topics.service_status(SERVICE),
-            logger=logger,
-        )
+        self.store, key = open_data_dir(settings, logger)
+        self.writer = EventWriter(self.store, logger, on_stored=self._event_stored, on_bad=self._bad)
+        self.app = create_app(self, key)
+        try:
+            self.server = self.create_server(self.app)
+        except StartupError:
+            self.store.close()
+            raise
+
+    def create_server(self, app: Flask) -> WebServer:
+        """The server, already listening; bench/web_cheroot.py serves the app with another one."""
+        return WaitressServer(app, self.settings)
+
+    def routes(self) -> dict[str, Route]:
         # One subscription for frames, status, info and events (cam/<id>/<level>): overlapping filters
         # would make the broker send every frame twice.
-        self.mqtt.subscribe(topics.ALL_CAMERA_MESSAGES, self._on_camera_message, qos=1)
-        self.mqtt.subscribe(topics.ALL_CAMERA_STATES, self._on_camera_state, qos=1)
-        self.mqtt.subscribe(topics.ARMED_STATE, self._on_armed_state, qos=1)
+        return {
+            topics.ALL_CAMERA_MESSAGES: Route(self._on_camera_message, qos=1),
+            topics.ALL_CAMERA_STATES: Route(self._on_camera_state, qos=1),
+            topics.ARMED_STATE: Route(self._on_armed_state, qos=1),
+        }
 
     def start(self) -> None:
-        self._writer.start()
-        self.mqtt.start()
+        self.writer.start()
+        threading.Thread(target=self.server.run, name="http-server", daemon=True).start()
+        addresses = ", ".join(self.server.addresses())
+        self.logger.info("serving on %s (data in %s)", addresses, self.settings.web_data_dir)
+
+    def run(self, stop: threading.Event) -> None:
+        next_retention = 0.0
+        while not stop.wait(1.0):
+            self.check_broker()
+            if time.monotonic() >= next_retention:
+                self._apply_retention()
+                next_retention = time.monotonic() + RETENTION_INTERVAL_S
 
     def stop(self) -> None:
+        # Ends every live stream and event stream, so that their server threads are free.
         self.hub.close()
-        self.mqtt.stop()
-        # Events already received are written before the relay exits.
-        self._events.put(None)
-        self._writer.join()
+
+    def close(self) -> None:
+        self.writer.drain()
+        self.server.close()
+        self.store.close()
 
     @property
     def broker_connected(self) -> bool:
-        return self.mqtt.connected.is_set()
+        return self.client.connected.is_set()
 
     def check_broker(self) -> None:
         """Tell open pages when the broker connection comes or goes (called every second)."""
@@ -130,21 +115,22 @@ class WebRelay:
             self._broker_was_connected = connected
             self.broadcaster.send("broker", {"connected": connected})
 
+    def _apply_retention(self) -> None:
+        try:
+            self.store.apply_retention(
+                self.settings.web_retention_days * 86400, int(self.settings.web_retention_mb * 1024 * 1024)
+            )
+        except (sqlite3.Error, OSError) as error:
+            # A locked database now is no reason to stop serving; the next round tries again.
+            self.logger.warning("retention skipped this time: %s", error)
+
     # -- state for the pages and the API -------------------------------------------------------------
 
     def cameras(self) -> list[dict[str, Any]]:
-        with self._lock:
-            states = [state for state in self._cameras.values() if state.status or state.info]
-        # Online cameras first: the page streams the first few live.
-        ordered = sorted(states, key=lambda s: (s.status != topics.ONLINE, s.camera))
-        return [state.as_dict(self.hub) for state in ordered]
+        return self.views.all()
 
     def camera(self, camera: str) -> dict[str, Any] | None:
-        with self._lock:
-            state = self._cameras.get(camera)
-        if state is None or not (state.status or state.info):
-            return None
-        return state.as_dict(self.hub)
+        return self.views.get(camera)
 
     def status(self) -> dict[str, Any]:
         return {"broker_connected": self.broker_connected, "armed": self.armed, "cameras": self.cameras()}
@@ -152,23 +138,19 @@ class WebRelay:
     # -- controls ------------------------------------------------------------------------------------
 
     def set_armed(self, armed: bool) -> None:
-        self.mqtt.publish(topics.ARMED_SET, schemas.on_off(armed), qos=1)
+        self.client.publish(topics.ARMED_SET, schemas.on_off(armed), qos=1)
 
     def set_detect(self, camera: str, enabled: bool) -> None:
-        self.mqtt.publish(topics.detect_set(camera), schemas.on_off(enabled), qos=1)
+        self.client.publish(topics.detect_set(camera), schemas.on_off(enabled), qos=1)
 
     def set_alarm(self, camera: str, command: schemas.AlarmCommand) -> None:
-        self.mqtt.publish(topics.alarm_set(camera), command.to_json(), qos=1)
+        self.client.publish(topics.alarm_set(camera), command.to_json(), qos=1)
 
     # -- MQTT handlers (paho's network thread) -------------------------------------------------------
 
     def _bad(self, topic: str, why: str) -> None:
         self.bad_payloads += 1
         self._bad_log.report(topic, f"bad payload on {topic}: {why}")
-
-    def _state(self, camera: str) -> CameraState:
-        with self._lock:
-            return self._cameras.setdefault(camera, CameraState(camera))
 
     def _on_camera_message(self, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
@@ -184,7 +166,7 @@ class WebRelay:
         elif topic == topics.info(camera):
             self._on_info(camera, payload)
         elif topics.label_of_event(topic) is not None:
-            self._on_event(topic, payload)
+            self._on_event(message, payload)
 
     def _on_frame(self, camera: str, message: mqtt.MQTTMessage, payload: bytes) -> None:
         if len(payload) > schemas.MAX_FRAME_BYTES or not schemas.looks_like_jpeg(payload):
@@ -204,8 +186,7 @@ class WebRelay:
         if text not in (topics.ONLINE, topics.OFFLINE):
             self._bad(topics.status(camera), f"expected online or offline, got {text[:40]!r}")
             return
-        self._state(camera).status = text
-        self._camera_changed(camera)
+        self._camera_changed(self.views.update(camera, status=text))
 
     def _on_info(self, camera: str, payload: bytes) -> None:
         if not payload:  # a cleared retained message
@@ -218,8 +199,7 @@ class WebRelay:
         if info.camera != camera:
             self._bad(topics.info(camera), f"info names camera {info.camera!r}")
             return
-        self._state(camera).info = info.model_dump(mode="json")
-        self._camera_changed(camera)
+        self._camera_changed(self.views.update(camera, info=info.model_dump(mode="json")))
 
     def _on_camera_state(self, message: mqtt.MQTTMessage) -> None:
         camera = topics.camera_of(message.topic)
@@ -233,12 +213,10 @@ class WebRelay:
         except schemas.BadPayload as error:
             self._bad(message.topic, str(error))
             return
-        state = self._state(camera)
         if is_detect:
-            state.detect = value
+            self._camera_changed(self.views.update(camera, detect=value))
         else:
-            state.alarm = value
-        self._camera_changed(camera)
+            self._camera_changed(self.views.update(camera, alarm=value))
 
     def _on_armed_state(self, message: mqtt.MQTTMessage) -> None:
         try:
@@ -248,39 +226,18 @@ class WebRelay:
             return
         self.broadcaster.send("armed", {"armed": self.armed})
 
-    def _on_event(self, topic: str, payload: bytes) -> None:
+    def _on_event(self, message: mqtt.MQTTMessage, payload: bytes) -> None:
         try:
-            event = schemas.DetectionEvent.parse_on(topic, payload)
+            event = schemas.DetectionEvent.parse_on(message.topic, payload)
         except schemas.BadPayload as error:
-            self._bad(topic, str(error))
-            return
-        self._events.put(event)
+            self._bad(message.topic, str(error))
+            return  # acknowledged: the same bytes would be just as bad again
+        # Acknowledged by the writer once stored, so a failed write brings the event again.
+        self.writer.put(event, self.client.hold_ack(message))
 
-    def _write_events(self) -> None:
-        while (event := self._events.get()) is not None:
-            topic = topics.event(event.camera, event.label)
-            try:
-                stored = self.store.record(event)
-            except schemas.BadPayload as error:
-                self._bad(topic, str(error))
-                continue
-            except Exception:
-                # A full disk or a broken database must not end the writer: log it and keep going.
-                self.logger.exception("could not record event %s", event.event_id)
-                continue
-            self.broadcaster.send("event", public_event(stored))
+    def _event_stored(self, event: StoredEvent) -> None:
+        self.broadcaster.send("event", event)
 
-    def _camera_changed(self, camera: str) -> None:
-        state = self.camera(camera)
-        if state is not None:
-            self.broadcaster.send("camera", state)
-
-
-def public_event(event: dict[str, Any]) -> dict[str, Any]:
-    """An event without the private file names, with the URLs of its pictures."""
-    shown = {key: value for key, value in event.items() if not key.startswith("_")}
-    event_id = event["event_id"]
-    shown["url"] = f"/events/{event_id}"
-    shown["snapshot_url"] = f"/events/{event_id}/snapshot.jpg" if event["_snapshot"] else None
-    shown["thumbnail_url"] = f"/events/{event_id}/thumb.jpg" if event["_thumbnail"] else None
-    return shown
+    def _camera_changed(self, camera: dict[str, Any] | None) -> None:
+        if camera is not None:
+            self.broadcaster.send("camera", camera)

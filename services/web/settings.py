@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from werkzeug.security import check_password_hash
 
-from services.common.settings import ServiceSettings, empty_is_unset
+from services.common.settings import ServiceSettings
 
 
 class WebSettings(ServiceSettings):
@@ -54,18 +55,18 @@ class WebSettings(ServiceSettings):
         1024.0, gt=0, description="Total snapshot size kept, megabytes; the oldest events go first."
     )
 
-    @field_validator(
-        "web_password", "web_password_hash", "web_secret_key", "web_trusted_proxy", mode="before"
-    )
-    @classmethod
-    def empty_secret_is_unset(cls, value: Any) -> Any:
-        return empty_is_unset(value)
-
     @field_validator("web_password_hash")
     @classmethod
     def looks_like_a_hash(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and "$" not in value.get_secret_value():
+        if value is None:
+            return value
+        if "$" not in value.get_secret_value():
             raise ValueError("not a werkzeug password hash (method$salt$hash)")
+        try:
+            # Found now, not as a server error at the first login.
+            check_password_hash(value.get_secret_value(), "")
+        except ValueError as error:
+            raise ValueError(f"not a werkzeug password hash: {error}") from error
         return value
 
     @field_validator("web_password")

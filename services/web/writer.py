@@ -1,0 +1,77 @@
+"""Events are stored by a thread of their own and acknowledged to the broker only once stored.
+
+The thread keeps fsyncs on a slow SD card from delaying the frames that share paho's network thread. An
+event the store could not take (a locked database, a full disk) is not acknowledged: the broker keeps it in
+the relay's session and sends it again, and the store takes a repeated event as the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.common import schemas, topics
+from services.common.mqtt import PendingAck
+from services.web.event_model import StoredEvent
+from services.web.events import EventStore
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    event: schemas.DetectionEvent
+    ack: PendingAck
+
+
+class EventWriter:
+    def __init__(
+        self,
+        store: EventStore,
+        logger: logging.Logger,
+        on_stored: Callable[[StoredEvent], None],
+        on_bad: Callable[[str, str], None],
+    ) -> None:
+        self._store = store
+        self._logger = logger
+        self._on_stored = on_stored
+        self._on_bad = on_bad
+        # None asks the thread to finish.
+        self._queue: queue.Queue[ReceivedEvent | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+
+    def put(self, event: schemas.DetectionEvent, ack: PendingAck) -> None:
+        self._queue.put(ReceivedEvent(event, ack))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Write every event already received, then end the thread. Called once the client has stopped,
+        so that nothing more comes; the acknowledgements then reach no broker, and the broker sends those
+        events again at the next start, which the store takes as the same rows."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (received := self._queue.get()) is not None:
+            self._write(received)
+
+    def _write(self, received: ReceivedEvent) -> None:
+        event = received.event
+        try:
+            stored = self._store.record(event)
+        except (sqlite3.Error, OSError) as error:
+            received.ack.failed(f"event {event.event_id}: {error}")
+            return
+        except schemas.BadPayload as error:
+            self._on_bad(topics.event(event.camera, event.label), str(error))
+        except Exception:
+            # A bug must neither end the writer nor bring the same event back forever.
+            self._logger.exception("could not record event %s", event.event_id)
+        else:
+            self._on_stored(stored)
+        received.ack.done()

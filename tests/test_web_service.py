@@ -1,0 +1,170 @@
+"""The relay as a service: what stops it at start, and events acknowledged to the broker only once stored."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts.localbroker import LocalBroker, free_port
+from services.common import topics
+from tests.support import ServiceProcess
+from tests.web_helpers import (
+    PASSWORD,
+    Publisher,
+    detection,
+    footage_frames,
+    log_in,
+    running_relay,
+    wait_until,
+)
+
+Service = Callable[..., ServiceProcess]
+
+
+def test_an_event_the_store_could_not_take_comes_again_and_is_stored_once(
+    broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The relay's write gives up on the lock after 0.1 s instead of 5 s.
+    monkeypatch.setattr("services.web.events.BUSY_TIMEOUT_MS", 100)
+    camera = "web-locked"
+    event_id = f"{camera}-1-person"
+    data_dir = tmp_path / "web"
+    publisher = Publisher(broker)
+    with running_relay(broker, data_dir) as (relay, app):
+        client = app.test_client()
+        assert log_in(client)[0] == 302
+        # Someone else (a backup, the sqlite3 shell) holds the database while the event comes.
+        holder = sqlite3.connect(data_dir / "events.sqlite3", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            publisher.send(
+                topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[0])
+            )
+            wait_until(
+                lambda: relay.client.redeliveries >= 1, what="the write failed and asked for the event again"
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        listed = wait_until(
+            lambda: client.get(f"/api/events?camera={camera}").get_json(),
+            what="the event stored on redelivery",
+        )
+        assert [event["event_id"] for event in listed] == [event_id]
+        assert relay.client.redeliveries == 1
+        # The failed write left no picture behind: one snapshot and its thumbnail.
+        assert (
+            len([path for path in relay.store.snapshot_dir.iterdir() if path.name.startswith(event_id)]) == 2
+        )
+    publisher.close()
+
+
+def relay_env(broker: LocalBroker, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **broker.env("web"),
+        "WEB_PASSWORD": PASSWORD,
+        "WEB_HOST": "127.0.0.1",
+        "WEB_PORT": str(free_port()),
+        "WEB_DATA_DIR": str(tmp_path / "web"),
+        **extra,
+    }
+
+
+def refused_start(service: Service, env: dict[str, str], unprivileged: bool = False) -> str:
+    """The one line the relay says before it exits with code 2."""
+    relay = service("web", env, unprivileged=unprivileged)
+    assert relay.wait() == 2, relay.log
+    assert "Traceback" not in relay.log, relay.log
+    lines = relay.log.strip().splitlines()
+    assert len(lines) == 1, relay.log
+    return lines[0]
+
+
+def file_in_the_way(tmp_path: Path) -> Path:
+    (tmp_path / "taken").write_text("not a directory")
+    return tmp_path / "taken"
+
+
+def under_a_file(tmp_path: Path) -> Path:
+    return file_in_the_way(tmp_path) / "web"
+
+
+def under_a_read_only_directory(tmp_path: Path) -> Path:
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    return tmp_path / "read-only" / "web"
+
+
+def read_only(tmp_path: Path) -> Path:
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    return tmp_path / "read-only"
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory the unprivileged relay may enter (pytest's own temporary directories are root's only),
+    so that what it refuses is the directory under test and not the way to it."""
+    path = Path(tempfile.mkdtemp())
+    path.chmod(0o755)
+    yield path
+    for inside in path.rglob("*"):
+        if inside.is_dir():
+            inside.chmod(0o755)
+    shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("data_dir", [file_in_the_way, under_a_file, under_a_read_only_directory, read_only])
+def test_a_data_dir_the_relay_cannot_write_stops_it_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path, open_dir: Path, data_dir: Callable[[Path], Path]
+) -> None:
+    path = data_dir(open_dir)
+    # Not as root, which may write into a read-only directory (CI runs as root).
+    env = relay_env(broker, tmp_path, WEB_DATA_DIR=str(path))
+    line = refused_start(service, env, unprivileged=True)
+    assert line.startswith(f"sentrycam-web: invalid setting WEB_DATA_DIR={path}: "), line
+
+
+def test_a_data_dir_with_a_broken_database_stops_the_relay_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path
+) -> None:
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "events.sqlite3").write_bytes(
+        b"not a database, but long enough to look like one" * 100
+    )
+    line = refused_start(service, relay_env(broker, tmp_path))
+    assert line.startswith("sentrycam-web: invalid setting WEB_DATA_DIR=") and "events.sqlite3" in line, line
+
+
+def test_a_port_in_use_stops_the_relay_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = refused_start(service, relay_env(broker, tmp_path, WEB_PORT=str(port)))
+    assert line == f"sentrycam-web: invalid setting WEB_PORT={port}: already in use by another program"
+
+
+def test_a_host_address_not_of_this_machine_stops_the_relay_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path
+) -> None:
+    line = refused_start(service, relay_env(broker, tmp_path, WEB_HOST="192.0.2.1"))  # TEST-NET-1
+    assert line == "sentrycam-web: invalid setting WEB_HOST=192.0.2.1: not an address of this machine"
+
+
+def test_a_password_hash_of_an_unknown_method_stops_the_relay_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path
+) -> None:
+    env = relay_env(broker, tmp_path, WEB_PASSWORD_HASH="md5$salt$0123456789abcdef")
+    del env["WEB_PASSWORD"]
+    line = refused_start(service, env)
+    assert line.startswith(
+        "sentrycam-web: invalid setting WEB_PASSWORD_HASH: not a werkzeug password hash"
+    ), line
+    assert "0123456789abcdef" not in line
