@@ -48,12 +48,12 @@ def collector(broker: LocalBroker) -> Iterator[Callable[..., Collector]]:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], ServiceProcess]]:
+def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start ``python -m services.<name>`` with the given settings; stopped (or killed) after the test."""
     started: list[ServiceProcess] = []
 
-    def start(name: str, env: dict[str, str]) -> ServiceProcess:
-        started.append(ServiceProcess(name, env, tmp_path).start())
+    def start(name: str, env: dict[str, str], unprivileged: bool = False) -> ServiceProcess:
+        started.append(ServiceProcess(name, env, tmp_path, unprivileged=unprivileged).start())
         return started[-1]
 
     yield start

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ MEDIA_DIR = SHARED_DIR / "media"
 MODEL_DIR = SHARED_DIR / "models" / "ssd_mobilenet_v1_coco_quant"
 PERSON_VIDEO = MEDIA_DIR / "video" / "one-by-one-person-detection.mp4"
 CAR_VIDEO = MEDIA_DIR / "video" / "car-detection.mp4"
+
+# Drops root for a child process: util-linux's setpriv, on every Debian.
+UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 # Settings a developer may have exported that must not leak into the services under test.
 _LEAKY_PREFIXES = ("MQTT_", "CAMERA_", "ALARM_", "DETECTOR_", "NOTIFY_", "SMTP_", "EMAIL_", "WEB_", "HA_")
@@ -127,18 +131,27 @@ def service_env(extra: dict[str, str]) -> dict[str, str]:
 class ServiceProcess:
     """``python -m services.<name>`` as a real child process, the way the Dockerfiles start it."""
 
-    def __init__(self, service: str, env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, service: str, env: dict[str, str], workdir: Path, *, unprivileged: bool = False
+    ) -> None:
+        """``unprivileged``: run as ``nobody`` when the tests run as root (as CI does), for checks of
+        permissions that root would ignore."""
         self.service = service
+        self._prefix = UNPRIVILEGED if unprivileged and os.geteuid() == 0 else []
         self.log_path = workdir / f"{service}-{time.monotonic_ns()}.log"
         self._env = service_env(env)
-        # The working directory holds no .env, so only the given settings count.
+        # The working directory holds no .env, so only the given settings count. pytest's directories are
+        # root's only: an unprivileged service works in an empty one of its own.
         self._workdir = workdir
+        if self._prefix:
+            self._workdir = Path(tempfile.mkdtemp())
+            self._workdir.chmod(0o755)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.service}"],
+            [*self._prefix, sys.executable, "-m", f"services.{self.service}"],
             env=self._env,
             cwd=self._workdir,
             stdout=self._log,

@@ -20,11 +20,9 @@ ARMED_STATE = "sentrycam/armed/state"
 DETECTOR_STATS = "sentrycam/detector/stats"
 
 ALL_FRAMES = "cam/+/frame"
-ALL_STATUS = "cam/+/status"
 ALL_INFO = "cam/+/info"
 ALL_DETECT_SET = "cam/+/detect/set"
 ALL_DETECT_STATE = "cam/+/detect/state"
-ALL_ALARM_STATE = "cam/+/alarm/state"
 # Every cam/<id>/<level> message (frames, status, info and every label's events) in one filter, and every
 # cam/<id>/<level>/state: a consumer of all of them avoids overlapping filters, for which the broker would
 # deliver each frame twice.
