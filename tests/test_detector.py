@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -16,11 +18,22 @@ import numpy as np
 import pytest
 
 from scripts import fetch_model
+from services.common.service import create_handler
 from services.detector import model as model_module
+from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
 from services.detector.motion import MotionGate
-from services.detector.scene import CameraRules, SceneConfigError, load_scene_config, zones_of
-from services.detector.tracker import CameraTracker, Confirmation
+from services.detector.scene import (
+    CameraConfig,
+    CameraConfigs,
+    CameraRules,
+    SceneConfig,
+    SceneConfigError,
+    load_scene_config,
+    zones_of,
+)
+from services.detector.settings import DetectorSettings
+from services.detector.tracker import CameraTracker, Change, Confirmation
 from tests.detector_support import read_frames
 from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, service_env
 
@@ -30,16 +43,14 @@ COCO_LABELS = MODEL_DIR / "coco_labels.txt"
 PERSON_IMAGES = ("astronaut.png", "grace_hopper.bmp", "camera.png")
 NO_PERSON_IMAGES = ("chelsea.png", "coffee.png")
 DEFAULTS = Confirmation(
-    threshold=0.5,
     min_score=0.4,
     frames=4,
     window=6,
-    min_area=0.002,
-    max_area=1.0,
     end_after_s=10.0,
     update_interval_s=5.0,
     better_view_margin=0.03,
 )
+PERSON = CameraConfig(objects=("person",), threshold=0.5, min_area=0.002, max_area=1.0)
 
 
 @cache
@@ -167,7 +178,7 @@ def test_scene_config_from_yaml(tmp_path: Path) -> None:
 
 
 def run_tracker(detections: list[list[Detection]], fps: float) -> list[tuple[int, str]]:
-    tracker = CameraTracker("t", DEFAULTS, CameraRules(), ["person"])
+    tracker = CameraTracker("t", DEFAULTS, PERSON)
     changes: list[tuple[int, str]] = []
     for index, found in enumerate(detections):
         now = index / fps
@@ -199,6 +210,129 @@ def test_person_clip_starts_after_the_empty_opening_and_ends_after_leaving() -> 
     assert 62 <= start_index <= 70
     end_index = changes[-1][0]
     assert 90 + 100 <= end_index <= 90 + 102  # 10 s at 10 fps after the last person frame (index 90)
+
+
+# ---- the tracker's rules, on made-up detections (no model)
+
+# Times are multiples of 1/8 s, so every sum and difference below is exact.
+STEP = 0.125
+BOX = (0.4, 0.3, 0.6, 0.9)
+
+
+def person(score: float, box: tuple[float, float, float, float] = BOX) -> Detection:
+    return Detection("person", score, box)
+
+
+def see(tracker: CameraTracker, at: float, *found: Detection) -> list[Change]:
+    """One processed frame, captured and processed at ``at``."""
+    return tracker.observe(list(found), at, at)
+
+
+def start_event(tracker: CameraTracker, score: float) -> float:
+    """Four sightings STEP apart start the event on the fourth; returns when."""
+    for index in range(3):
+        assert see(tracker, index * STEP, person(score)) == []
+    [start] = see(tracker, 3 * STEP, person(score))
+    assert start.type == "start"
+    return 3 * STEP
+
+
+def test_an_event_starts_on_m_of_k_sightings_with_a_median_at_the_threshold() -> None:
+    tracker = CameraTracker("t", DEFAULTS, PERSON)
+    # Sightings (S) among frames that see nothing or score under DETECTOR_MIN_SCORE: S - - S - S - S has
+    # only three in its last six frames, however high they score; the next sighting makes four.
+    frames: list[list[Detection]] = [[person(0.9)], [person(0.39)], [], [person(0.9)], [], [person(0.9)]]
+    frames += [[person(0.3)], [person(0.9)]]
+    for index, found in enumerate(frames):
+        assert see(tracker, index * STEP, *found) == [], index
+    [start] = see(tracker, 8 * STEP, person(0.9))
+    assert start.type == "start" and start.label == "person"
+    assert start.event.started_at == 3 * STEP  # the first sighting still in the window
+    assert start.frame_time == 8 * STEP and start.detections == [person(0.9)]
+    assert start.event.event_id == f"t-{int(3 * STEP * 1000)}-person"
+
+    # The median, not the mean: 0.45 0.45 0.45 0.9 averages 0.5625 but its median is 0.45.
+    tracker = CameraTracker("t", DEFAULTS, PERSON)
+    for index, score in enumerate([0.45, 0.45, 0.45, 0.9, 0.9]):
+        assert see(tracker, index * STEP, person(score)) == [], index
+    [start] = see(tracker, 5 * STEP, person(0.9))
+    assert start.type == "start" and start.event.score == pytest.approx(0.675)
+
+
+def test_the_threshold_and_sizes_of_a_camera_come_from_its_effective_config() -> None:
+    scene = SceneConfig.model_validate(
+        {"cameras": {"strict": {"threshold": 0.8}, "close": {"min_area": 0.5}}}
+    )
+    configs = CameraConfigs.resolve(PERSON, scene)
+    assert configs.of("strict") == CameraConfig(("person",), 0.8, PERSON.min_area, PERSON.max_area)
+    assert configs.of("elsewhere") == PERSON
+    trackers = {camera: CameraTracker(camera, DEFAULTS, configs.of(camera)) for camera in configs.cameras}
+    trackers["other"] = CameraTracker("other", DEFAULTS, configs.of("other"))
+    started = {}
+    for camera, tracker in trackers.items():
+        changes = [change for index in range(4) for change in see(tracker, index * STEP, person(0.7))]
+        started[camera] = [change.type for change in changes]
+    # 0.7 is under the strict camera's 0.8; the 0.12 box is under the close camera's smallest (0.5).
+    assert started == {"strict": [], "close": [], "other": ["start"]}
+    strict = CameraTracker("strict", DEFAULTS, configs.of("strict"))
+    assert start_event(strict, 0.8) == 3 * STEP
+
+
+def test_an_open_event_sends_an_update_without_snapshot_every_update_interval_while_seen() -> None:
+    tracker = CameraTracker("t", DEFAULTS, PERSON)
+    started = start_event(tracker, 0.6)
+    # 0.62 is no better view (0.6 + 0.03): nothing until DETECTOR_UPDATE_INTERVAL has passed.
+    for at in (1.0, 2.0, 3.0, 4.0, started + DEFAULTS.update_interval_s - STEP):
+        assert see(tracker, at, person(0.62)) == [], at
+    due = started + DEFAULTS.update_interval_s
+    assert see(tracker, due) == []  # nothing seen: no update
+    [update] = see(tracker, due + STEP, person(0.62))
+    assert update.type == "update" and update.detections == []
+    assert update.event.score == pytest.approx(0.62) and update.event.top_score == pytest.approx(0.6)
+    # The next one is a whole interval later.
+    assert see(tracker, due + 2 * STEP, person(0.62)) == []
+    later = due + STEP + DEFAULTS.update_interval_s
+    assert [change.type for change in see(tracker, later, person(0.62))] == ["update"]
+
+
+def test_a_better_view_sends_an_update_with_the_boxes_to_draw() -> None:
+    margin = replace(DEFAULTS, better_view_margin=0.125)
+    tracker = CameraTracker("t", margin, PERSON)
+    started = start_event(tracker, 0.5)
+    # The median climbs 0.5, 0.5, 0.5625 (< 0.5 + 0.125): no update yet.
+    for index in range(1, 4):
+        assert see(tracker, started + index * STEP, person(0.625)) == [], index
+    other = person(0.45, (0.0, 0.3, 0.2, 0.9))
+    tiny = person(0.95, (0.5, 0.5, 0.51, 0.51))  # under DETECTOR_MIN_AREA: not counted, not drawn
+    [update] = see(tracker, started + 4 * STEP, person(0.625), other, tiny)
+    # The median reaches 0.625 = best + margin exactly.
+    assert update.type == "update" and update.event.top_score == 0.625
+    assert update.detections == [person(0.625), other] and update.event.detection == person(0.625)
+    # The same view again is not better than the new best.
+    assert see(tracker, started + 5 * STEP, person(0.625)) == []
+
+
+def test_an_event_ends_end_after_seconds_after_its_last_sighting_or_at_once_when_forced() -> None:
+    tracker = CameraTracker("t", DEFAULTS, PERSON)
+    start_event(tracker, 0.6)
+    assert tracker.observe([person(0.6)], 0.875, 1.0) == []  # captured at 0.875, processed at 1.0
+    # Frames without the person, or with a score under DETECTOR_MIN_SCORE, do not keep it open.
+    assert see(tracker, 2.0) == [] and see(tracker, 3.0, person(0.3)) == []
+    assert tracker.expire(1.0 + DEFAULTS.end_after_s - STEP) == []
+    [end] = tracker.expire(1.0 + DEFAULTS.end_after_s)
+    assert end.type == "end" and end.ended_at == 0.875 and end.frame_time == 0.875
+    assert end.detections == [] and end.event.score == pytest.approx(0.6)
+    assert tracker.expire(20.0) == [] and not tracker.tracking
+    # A new event needs M sightings again: the old ones were forgotten with the event.
+    assert see(tracker, 20.0, person(0.9)) == [] and tracker.tracking
+
+    both = CameraConfig(("person", "car"), 0.5, 0.002, 1.0)
+    forced = CameraTracker("f", DEFAULTS, both)
+    start_event(forced, 0.6)
+    assert forced.expire(0.5) == []
+    ends = forced.expire(0.5, force=True)
+    assert [(change.type, change.label) for change in ends] == [("end", "person")]
+    assert forced.expire(0.5, force=True) == []
 
 
 # ---- motion gate
@@ -274,6 +408,51 @@ def test_unsupported_model_file_stops_the_service(tmp_path: Path) -> None:
     result = run_detector({"DETECTOR_MODEL": str(bogus)}, tmp_path)
     assert result.returncode == 2
     assert "cannot load" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "name", "content"),
+    [
+        ("DETECTOR_LABELS", "labels.txt", b""),
+        ("DETECTOR_LABELS", "labels.txt", "person\ncar\n".encode("utf-16")),
+        ("DETECTOR_LABELS", "labels.txt", b"0 person\n1\n"),
+        ("DETECTOR_MODEL", "detect.tflite", np.random.default_rng(7).bytes(200_000)),
+        ("DETECTOR_CONFIG", "scene.yaml", b"cameras:\n  front: [\n"),
+        ("DETECTOR_CONFIG", "scene.yaml", b"cameras:\n  \xff\xfe: {}\n"),
+    ],
+)
+def test_unusable_files_stop_the_service_with_one_line_naming_the_setting(
+    setting: str, name: str, content: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_detector(
+        {"DETECTOR_MODEL": str(MODEL), "DETECTOR_LABELS": str(LABELMAP), setting: str(path)}, tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sentrycam-detector: invalid setting {setting}"), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_subscriptions_are_one_table_per_camera_or_for_all_cameras() -> None:
+    logger = logging.getLogger("detector-test")
+    listed = DetectorSettings(_env_file=None, detector_model=MODEL, detector_cameras=["a", "b"])
+    routes = {
+        topic: route.qos for topic, route in create_handler(DetectorHandler, listed, logger).routes().items()
+    }
+    per_camera = {
+        f"cam/{camera}/{level}": qos
+        for camera in ("a", "b")
+        for level, qos in (("frame", 0), ("detect/set", 1), ("detect/state", 1))
+    }
+    assert routes == {**per_camera, "cam/+/info": 1, "homeassistant/status": 1}
+    every = DetectorSettings(_env_file=None, detector_model=MODEL, ha_discovery_prefix="off")
+    routes = {
+        topic: route.qos for topic, route in create_handler(DetectorHandler, every, logger).routes().items()
+    }
+    assert routes == {"cam/+/frame": 0, "cam/+/detect/set": 1, "cam/+/detect/state": 1}
 
 
 # ---- fetch_model

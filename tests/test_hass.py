@@ -291,6 +291,7 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
     discovery = hass.HassDiscovery(
         detector, prefix, ["person"], logging.getLogger("hass-test"), cameras=[camera]
     )
+    detector.serve(discovery.routes())
     not_served = f"{camera}-x"
     admin = Collector(broker)
     discovery.start()

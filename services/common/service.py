@@ -101,7 +101,9 @@ def create_handler(
 
 
 def fail(service: str, message: str) -> NoReturn:
-    print(f"sentrycam-{service}: {message}", file=sys.stderr)
+    # One line even when a library's message has several (PyYAML's do): the user reads one line per problem.
+    line = " ".join(message.split())
+    print(f"sentrycam-{service}: {line}", file=sys.stderr)
     sys.exit(EXIT_BAD_SETTINGS)
 
 

@@ -1,4 +1,4 @@
-"""The TFLite model: finding it, loading it with LiteRT (or tflite-runtime), and running it on a frame.
+"""The TFLite model: finding it, loading it with LiteRT (or tflite-runtime), and running it on an image.
 
 Output tensors are matched by name and shape, then by their values, never by position: the 2018 COCO SSD
 orders them boxes, classes, scores, count; TF2 SSD and EfficientDet-Lite exports order them scores, boxes,
@@ -21,7 +21,11 @@ from services.detector.const import DEFAULT_MODEL_DIRS, FETCH_HINT, LABEL_FILES,
 
 logger = logging.getLogger(__name__)
 
-Frame = npt.NDArray[Any]
+# A decoded picture as OpenCV and the interpreter take it: height x width x 3 bytes (BGR or RGB).
+Image = npt.NDArray[Any]
+
+# Names label files give to class ids that are no object (the background, unused ids).
+PLACEHOLDER_LABELS = {"???", "n/a", "background", "__background__"}
 
 
 class ModelError(Exception):
@@ -66,13 +70,13 @@ def resolve_model(configured: Path | None) -> Path:
     """DETECTOR_MODEL, else the first default location that has the model, else a clear error."""
     if configured is not None:
         if not configured.is_file():
-            raise ModelError(f"invalid setting DETECTOR_MODEL={configured}: no such file ({FETCH_HINT})")
+            raise ModelError(f"no such file: {configured} ({FETCH_HINT})")
         return configured
     for directory in DEFAULT_MODEL_DIRS:
         if (directory / MODEL_FILE).is_file():
             return directory / MODEL_FILE
     searched = ", ".join(str(d / MODEL_FILE) for d in DEFAULT_MODEL_DIRS)
-    raise ModelError(f"no model at {searched}: {FETCH_HINT}")
+    raise ModelError(f"not set, and no model at {searched}: {FETCH_HINT}")
 
 
 def resolve_labels(configured: Path | None, model_path: Path) -> Path:
@@ -81,7 +85,7 @@ def resolve_labels(configured: Path | None, model_path: Path) -> Path:
     for name in LABEL_FILES:
         if (model_path.parent / name).is_file():
             return model_path.parent / name
-    raise ModelError(f"no label file next to {model_path} ({', '.join(LABEL_FILES)}): set DETECTOR_LABELS")
+    raise ModelError(f"not set, and no label file next to {model_path} ({', '.join(LABEL_FILES)})")
 
 
 def read_labels(path: Path) -> dict[int, str]:
@@ -97,22 +101,35 @@ def read_labels(path: Path) -> dict[int, str]:
         raise ModelError(f"label file {path} is empty")
     first = lines[0].split(maxsplit=1)
     if len(first) == 2 and first[0].isdigit():
-        pairs = [line.split(maxsplit=1) for line in lines if line]
-        return {int(number): name for number, name in pairs}
+        return numbered_labels(path, lines)
     offset = 1 if lines[0].lower() in {"???", "background", "__background__"} else 0
     return {number - offset: name for number, name in enumerate(lines) if number >= offset}
 
 
+def numbered_labels(path: Path, lines: list[str]) -> dict[int, str]:
+    """``<id> <label>`` lines; any other line makes the whole file unusable."""
+    labels = {}
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        pair = line.split(maxsplit=1)
+        if len(pair) != 2 or not pair[0].isdigit():
+            raise ModelError(f"label file {path}, line {number}: expected `<class id> <label>`, got {line!r}")
+        labels[int(pair[0])] = pair[1]
+    return labels
+
+
 def topic_labels(labels: dict[int, str]) -> dict[int, str]:
-    """Labels as they appear in topics (``traffic light`` -> ``traffic_light``); placeholders dropped."""
+    """Labels as they appear in topics (``traffic light`` -> ``traffic_light``); placeholders and labels
+    that cannot be a topic level dropped."""
     usable = {}
     for number, name in labels.items():
-        if name.lower() in {"???", "n/a", "background", "__background__"}:
+        if name.lower() in PLACEHOLDER_LABELS:
             continue
         try:
             usable[number] = topics.label_slug(name)
         except ValueError:
-            logger.warning("label %r cannot be a topic level; its detections are ignored", name)
+            continue
     return usable
 
 
@@ -190,11 +207,15 @@ def map_outputs(outputs: list[dict[str, Any]], values: dict[int, npt.NDArray[Any
 
 
 class Detector:
-    """One loaded model. Not thread-safe: one worker thread calls :meth:`detect`."""
+    """One loaded model. The interpreter is not thread-safe: one thread at a time calls :meth:`infer`.
+    :meth:`prepare` does not touch the interpreter and may run on another thread meanwhile."""
 
     def __init__(self, model_path: Path, labels_path: Path, threads: int) -> None:
-        self.model_path = model_path
-        self.labels = topic_labels(read_labels(labels_path))
+        names = read_labels(labels_path)
+        self.labels = topic_labels(names)
+        for number, name in names.items():
+            if number not in self.labels and name.lower() not in PLACEHOLDER_LABELS:
+                logger.warning("label %r cannot be a topic level; its detections are ignored", name)
         self.interpreter, self.runtime = load_interpreter(model_path, threads)
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or int(inputs[0]["shape"][3]) != 3:
@@ -207,12 +228,15 @@ class Detector:
         outputs = self.interpreter.get_output_details()
         if len(outputs) not in (3, 4):
             raise ModelError(f"unsupported model: {len(outputs)} outputs, need SSD post-processing (4)")
-        # One run on a black frame checks the model works and shows the outputs' values for mapping.
-        self._run(np.zeros((self.height, self.width, 3), np.uint8))
+        # One run on a black image checks the model works and shows the outputs' values for mapping.
+        try:
+            self._run(np.zeros((self.height, self.width, 3), np.uint8))
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.runtime} cannot run {model_path}: {error}") from error
         values = {int(o["index"]): self.interpreter.get_tensor(int(o["index"])) for o in outputs}
         self.outputs = map_outputs(outputs, values)
 
-    def _run(self, rgb: Frame) -> None:
+    def _run(self, rgb: Image) -> None:
         tensor: npt.NDArray[Any] = rgb[np.newaxis]
         if self._dtype == np.float32:
             # Float SSD exports take pixels scaled to -1..1.
@@ -220,15 +244,15 @@ class Detector:
         self.interpreter.set_tensor(int(self._input["index"]), tensor)
         self.interpreter.invoke()
 
-    def prepare(self, bgr: Frame) -> Frame:
-        """The frame as the model wants it: RGB, stretched to the input size (as the model was trained)."""
+    def prepare(self, bgr: Image) -> Image:
+        """The image as the model wants it: RGB, stretched to the input size (as the model was trained)."""
         # Bilinear, as in the reference measurements of the model (models/README.md in the shared data).
         resized = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-        rgb: Frame = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        rgb: Image = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         return rgb
 
-    def infer(self, rgb: Frame, min_score: float) -> list[Detection]:
-        """Run the model on a prepared frame; detections from ``min_score`` up with a known label."""
+    def infer(self, rgb: Image, min_score: float) -> list[Detection]:
+        """Run the model on a prepared image; detections from ``min_score`` up with a known label."""
         self._run(rgb)
         get = self.interpreter.get_tensor
         boxes, classes, scores = (
@@ -247,5 +271,7 @@ class Detector:
             found.append(Detection(label, score, (x_min, y_min, x_max, y_max)))
         return found
 
-    def detect(self, bgr: Frame, min_score: float) -> list[Detection]:
+    def detect(self, bgr: Image, min_score: float) -> list[Detection]:
+        """Prepare and infer in one call, for the tests and the benchmark. The service does the two on
+        separate threads (services/detector/pipeline.py) so that preparing overlaps inference."""
         return self.infer(self.prepare(bgr), min_score)

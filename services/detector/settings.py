@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from services.common import schemas, topics
 from services.common.hass import HassSettings
-from services.common.settings import CommaList, OptionalFile, empty_is_unset
+from services.common.settings import CommaList, OptionalFile
 
 
 class DetectorSettings(HassSettings):
@@ -110,11 +110,6 @@ class DetectorSettings(HassSettings):
         description="Name of this detector instance in stats and its MQTT client id; empty = host name "
         "and process id.",
     )
-
-    @field_validator("detector_model", mode="before")
-    @classmethod
-    def empty_model_is_unset(cls, value: object) -> object:
-        return empty_is_unset(value)
 
     @field_validator("detector_objects")
     @classmethod

@@ -3,7 +3,8 @@
 An object becomes an event when it was seen (score >= min_score, right size, in a zone, outside the masks)
 in at least M of the last K processed frames and the median of those sightings reaches the threshold. One
 event per label and camera, like Home Assistant's binary sensor: it ends ``end_after`` seconds after the
-last sighting.
+last sighting. What counts per camera (objects, threshold, box size, zones, masks) is its
+:class:`~services.detector.scene.CameraConfig`; the rest of the rules are the same for every camera.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.detector.model import Detection
-from services.detector.scene import CameraRules, zones_of
+from services.detector.scene import CameraConfig, zones_of
 
 
 @dataclass(frozen=True)
 class Confirmation:
-    threshold: float
+    """The event rules every camera shares."""
+
     min_score: float
     frames: int  # M
     window: int  # K
-    min_area: float
-    max_area: float
     end_after_s: float
     update_interval_s: float
     better_view_margin: float
@@ -45,7 +45,7 @@ class OpenEvent:
 
 @dataclass(frozen=True)
 class Change:
-    """What the handler must publish: one event message, with the frame's snapshot or not."""
+    """What must be published: one event message, with the frame's snapshot or not."""
 
     type: Literal["start", "update", "end"]
     label: str
@@ -72,18 +72,12 @@ def event_id(camera: str, started_at: float, label: str) -> str:
 class CameraTracker:
     camera: str
     confirmation: Confirmation
-    rules: CameraRules
-    objects: list[str]
+    config: CameraConfig
     tracks: dict[str, LabelTrack] = field(default_factory=dict)
-    events_started: int = 0
 
     def __post_init__(self) -> None:
-        for label in self.objects:
+        for label in self.config.objects:
             self.tracks[label] = LabelTrack(deque(maxlen=self.confirmation.window))
-
-    @property
-    def threshold(self) -> float:
-        return self.rules.threshold or self.confirmation.threshold
 
     @property
     def tracking(self) -> bool:
@@ -93,11 +87,9 @@ class CameraTracker:
 
     def counts(self, detection: Detection) -> list[str] | None:
         """The object's zones when it counts (size and place), else None."""
-        min_area = self.rules.min_area if self.rules.min_area is not None else self.confirmation.min_area
-        max_area = self.rules.max_area if self.rules.max_area is not None else self.confirmation.max_area
-        if not min_area <= detection.area <= max_area:
+        if not self.config.min_area <= detection.area <= self.config.max_area:
             return None
-        return zones_of(detection, self.rules)
+        return zones_of(detection, self.config)
 
     def observe(self, detections: list[Detection], frame_time: float, now: float) -> list[Change]:
         """Feed one processed frame's detections; returns the messages to publish."""
@@ -138,7 +130,7 @@ class CameraTracker:
         smoothed = statistics.median(score for score, _ in sightings)
         event = track.event
         if event is None:
-            if len(sightings) < self.confirmation.frames or smoothed < self.threshold:
+            if len(sightings) < self.confirmation.frames or smoothed < self.config.threshold:
                 return None
             started_at = sightings[0][1]
             event = OpenEvent(
@@ -153,7 +145,6 @@ class CameraTracker:
                 now,
             )
             track.event = event
-            self.events_started += 1
             return Change("start", label, event, frame_time, drawn)
         event.score, event.detection, event.zones = smoothed, detection, zones
         event.last_seen, event.last_frame_time = now, frame_time

@@ -1,0 +1,95 @@
+"""What the detector publishes for a camera: its retained states, and the event message, annotated
+snapshot and label state of each tracker change."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import cv2
+
+from services.common import schemas, topics
+from services.common.mqtt import MqttClient
+from services.detector.const import BOX_COLOUR_BGR, SNAPSHOT_JPEG_QUALITY
+from services.detector.model import Detection, Image
+from services.detector.tracker import Change
+
+
+def annotate(image: Image, detections: list[Detection]) -> bytes:
+    """The image with each detection's box and label drawn, as JPEG."""
+    drawn = image.copy()
+    height, width = drawn.shape[:2]
+    thickness = max(2, width // 320)
+    for detection in detections:
+        x0, y0, x1, y1 = detection.box
+        top_left = (int(x0 * width), int(y0 * height))
+        cv2.rectangle(drawn, top_left, (int(x1 * width), int(y1 * height)), BOX_COLOUR_BGR, thickness)
+        text = f"{detection.label} {detection.score:.2f}"
+        cv2.putText(
+            drawn,
+            text,
+            (top_left[0] + 3, max(top_left[1] - 6, 14)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5 * thickness / 2,
+            BOX_COLOUR_BGR,
+            max(1, thickness // 2),
+        )
+    ok, encoded = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()
+
+
+def publish_detecting(client: MqttClient, camera: str, detecting: bool) -> None:
+    client.publish(topics.detect_state(camera), schemas.on_off(detecting), qos=1, retain=True)
+
+
+def announce(client: MqttClient, camera: str, detecting: bool, objects: Iterable[str]) -> None:
+    """A newly seen camera: its detection switch, and its labels OFF until an event opens (this also
+    clears an ON left retained by a detector that died mid-event)."""
+    publish_detecting(client, camera, detecting)
+    for label in objects:
+        client.publish(topics.label_state(camera, label), topics.OFF, qos=1, retain=True)
+
+
+def event_message(camera: str, change: Change, snapshot: bytes | None) -> schemas.DetectionEvent:
+    event = change.event
+    return schemas.DetectionEvent(
+        type=change.type,
+        event_id=event.event_id,
+        camera=camera,
+        label=change.label,
+        score=round(event.score, 4),
+        top_score=round(event.top_score, 4),
+        box=event.detection.box,
+        zones=event.zones,
+        started_at=event.started_at,
+        ended_at=change.ended_at,
+        frame_time=change.frame_time,
+        detected_at=time.time(),
+        snapshot=schemas.DetectionEvent.encode_snapshot(snapshot) if snapshot else None,
+    )
+
+
+def publish_change(
+    client: MqttClient, logger: logging.Logger, camera: str, change: Change, image: Image | None
+) -> None:
+    """The event message; with a snapshot (also retained on its own topic) when the change has boxes to
+    draw; the label's retained state on start and end."""
+    snapshot = annotate(image, change.detections) if image is not None and change.detections else None
+    message = event_message(camera, change, snapshot)
+    client.publish(topics.event(camera, change.label), message.to_json(), qos=1)
+    if snapshot is not None:
+        client.publish(topics.label_snapshot(camera, change.label), snapshot, qos=1, retain=True)
+    if change.type in ("start", "end"):
+        state = topics.ON if change.type == "start" else topics.OFF
+        client.publish(topics.label_state(camera, change.label), state, qos=1, retain=True)
+    logger.info(
+        "%s %s on %s: score %.2f, box %s",
+        change.type,
+        change.label,
+        camera,
+        change.event.score,
+        message.box,
+    )

@@ -1,0 +1,306 @@
+"""Frames in, events out: a newest-frame slot per camera, a preparing thread and the inference worker.
+
+The network thread only files frames (:meth:`Pipeline.receive`). The preparing thread decodes, gates and
+resizes the next frame, just in time for the end of the running inference, while the worker thread runs
+the interpreter on the current one, turns its detections into events and publishes the stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from services.common import schemas, topics
+from services.common.mqtt import MqttClient, RateLimitedLog
+from services.detector import events
+from services.detector.const import EMA_WEIGHT, PREPARE_MARGIN_S, WORKER_TICK_S
+from services.detector.model import Detector, Image
+from services.detector.motion import MotionGate
+from services.detector.scene import CameraConfigs
+from services.detector.settings import DetectorSettings
+from services.detector.stats import CameraMeter
+from services.detector.tracker import CameraTracker, Confirmation
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    payload: bytes
+    captured_at: float  # epoch seconds, from the camera's metadata or the arrival time
+    arrived: float  # time.monotonic() at arrival
+
+
+@dataclass
+class CameraFeed:
+    """One camera as the pipeline sees it: its slot, its tracker, its motion gate and its stats."""
+
+    camera: str
+    tracker: CameraTracker
+    gate: MotionGate
+    stats: CameraMeter = field(default_factory=CameraMeter)
+    slot: PendingFrame | None = None
+    detecting: bool = True
+    end_all: bool = False  # detection was turned off: the worker ends the open events
+    tracking: bool = False  # the tracker's view, copied by the worker for the preparing thread
+
+
+@dataclass(frozen=True)
+class ReadyFrame:
+    """A frame decoded, gated and resized for the model, waiting for the interpreter."""
+
+    feed: CameraFeed
+    pending: PendingFrame
+    image: Image
+    model_input: Image
+
+
+class Pipeline:
+    """Every camera's feed, and the two threads that take frames from the slots to the interpreter."""
+
+    def __init__(
+        self,
+        *,
+        settings: DetectorSettings,
+        detector: Detector,
+        confirmation: Confirmation,
+        cameras: CameraConfigs,
+        client: MqttClient,
+        instance: str,
+        logger: logging.Logger,
+        bad_log: RateLimitedLog,
+    ) -> None:
+        self._settings = settings
+        self._detector = detector
+        self._cameras = cameras
+        self._client = client
+        self._instance = instance
+        self._logger = logger
+        self._bad_log = bad_log
+        self._confirmation = confirmation
+        self._feeds: dict[str, CameraFeed] = {}
+        self._retained_detect: dict[str, bool] = {}
+        self._frames_bad_camera_id = 0
+        # Guards the feeds (slots, switches, stats), the counts and _ready; wakes the two threads.
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._ready: ReadyFrame | None = None
+        # Running estimates (seconds) that time the preparation of the next frame; see _prepare_at.
+        self._inference_started: float | None = None
+        self._inference_s = 0.0
+        self._prepare_s = 0.0
+        self._last_stats = time.monotonic()
+        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._preparer = threading.Thread(target=self._prepare_loop, name="detector-prepare", daemon=True)
+
+    def start(self) -> None:
+        self._worker.start()
+        self._preparer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._worker.join(timeout=10)
+        self._preparer.join(timeout=10)
+
+    # ---- network thread
+
+    def _feed(self, camera: str) -> CameraFeed:
+        """The camera's feed, created on its first message. Call with ``self._changed`` held."""
+        feed = self._feeds.get(camera)
+        if feed is None:
+            settings, config = self._settings, self._cameras.of(camera)
+            gate = MotionGate(
+                settings.detector_motion_threshold,
+                settings.detector_motion_area,
+                settings.detector_motion_force_interval,
+            )
+            tracker = CameraTracker(camera, self._confirmation, config)
+            feed = CameraFeed(camera, tracker, gate, detecting=self._retained_detect.get(camera, True))
+            self._feeds[camera] = feed
+            events.announce(self._client, camera, feed.detecting, config.objects)
+        return feed
+
+    def receive(self, camera: str, frame: PendingFrame | None, *, bad: bool) -> None:
+        """A frame arrived: counted, and filed in the camera's slot unless it is unusable (None) or the
+        camera is switched off. A frame still waiting there is replaced: it is stale."""
+        with self._changed:
+            feed = self._feed(camera)
+            feed.stats.counts.frames_in += 1
+            if bad:
+                feed.stats.counts.frames_bad += 1
+            if feed.detecting and frame is not None:
+                if feed.slot is not None:
+                    feed.stats.counts.frames_stale += 1
+                feed.slot = frame
+                self._changed.notify_all()
+
+    def count_bad_camera_id(self) -> None:
+        with self._changed:
+            self._frames_bad_camera_id += 1
+
+    def count_bad_command(self, camera: str) -> None:
+        with self._changed:
+            self._feed(camera).stats.counts.commands_bad += 1
+
+    def switch(self, camera: str, detecting: bool) -> None:
+        """Detection on or off; off drops the waiting frame and has the worker end the open events."""
+        with self._changed:
+            feed = self._feed(camera)
+            feed.detecting = detecting
+            if not detecting:
+                feed.slot = None
+                feed.end_all = True
+            self._changed.notify_all()
+
+    def restore(self, camera: str, detecting: bool) -> None:
+        """The switch as retained on the broker, read back at start."""
+        with self._changed:
+            self._retained_detect[camera] = detecting
+            if camera in self._feeds:
+                self._feeds[camera].detecting = detecting
+
+    # ---- preparing thread
+
+    def _prepare_at(self) -> float:
+        """When to start preparing the next frame: just in time for the end of the running inference, so
+        the frame is as fresh as possible when the interpreter takes it (monotonic clock)."""
+        if self._inference_started is None:
+            return 0.0
+        return self._inference_started + self._inference_s - 2 * self._prepare_s - PREPARE_MARGIN_S
+
+    def _next_pending(self) -> tuple[CameraFeed, PendingFrame] | None:
+        """The frame that has waited longest (cameras take turns), once the ready slot is free and the
+        running inference is about to end."""
+        with self._changed:
+            while not self._stop.is_set():
+                waiting = [f for f in self._feeds.values() if f.slot is not None]
+                early = self._prepare_at() - time.monotonic()
+                if waiting and self._ready is None and early > 0:
+                    self._changed.wait(early)
+                    continue
+                if waiting and self._ready is None:
+                    feed = min(waiting, key=lambda f: f.slot.arrived if f.slot else 0.0)
+                    pending, feed.slot = feed.slot, None
+                    assert pending is not None
+                    return feed, pending
+                self._changed.wait(WORKER_TICK_S)
+        return None
+
+    def _prepare_loop(self) -> None:
+        """Decode, gate and resize the next frame while the interpreter works on the current one."""
+        while (taken := self._next_pending()) is not None:
+            started = time.monotonic()
+            try:
+                ready = self._prepare(*taken)
+            except Exception:
+                self._logger.exception("preparing a frame of %s failed; continuing", taken[0].camera)
+                continue
+            if ready is not None:
+                self._prepare_s += (time.monotonic() - started - self._prepare_s) * EMA_WEIGHT
+                with self._changed:
+                    self._ready = ready
+                    self._changed.notify_all()
+
+    def _prepare(self, feed: CameraFeed, pending: PendingFrame) -> ReadyFrame | None:
+        data = np.frombuffer(pending.payload, np.uint8)
+        # The motion check and the size check need only a grey quarter-size decode (libjpeg scales while
+        # decoding, about 5x cheaper); the full decode is paid only for frames that go to the model.
+        small = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_4)
+        if small is None or small.size == 0:
+            self._bad_frame(feed, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
+            return None
+        if small.shape[0] * small.shape[1] * 16 > self._settings.detector_max_frame_pixels:
+            size = f"about {small.shape[1] * 4}x{small.shape[0] * 4}"
+            self._bad_frame(feed, f"{size} is more than DETECTOR_MAX_FRAME_PIXELS")
+            return None
+        if self._settings.detector_motion and not feed.gate.should_infer(
+            small, time.monotonic(), feed.tracking
+        ):
+            with self._changed:
+                feed.stats.counts.frames_skipped_motion += 1
+            return None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if image is None or image.size == 0:
+            self._bad_frame(feed, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
+            return None
+        return ReadyFrame(feed, pending, image, self._detector.prepare(image))
+
+    def _bad_frame(self, feed: CameraFeed, problem: str) -> None:
+        with self._changed:
+            feed.stats.counts.frames_bad += 1
+        self._bad_log.report(feed.camera, f"camera {feed.camera}: bad frame: {problem}")
+
+    # ---- worker thread
+
+    def _next_ready(self) -> ReadyFrame | None:
+        with self._changed:
+            if self._ready is None and not self._stop.is_set():
+                self._changed.wait(WORKER_TICK_S)
+            ready, self._ready = self._ready, None
+            if ready is not None:
+                self._changed.notify_all()  # the preparing thread may fill the slot again
+            return ready
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            ready = self._next_ready()
+            try:
+                if ready is not None:
+                    self._infer(ready)
+                self._expire()
+                if time.monotonic() - self._last_stats >= self._settings.detector_stats_interval:
+                    self._client.publish(topics.DETECTOR_STATS, self.stats().to_json(), qos=0)
+            except Exception:
+                # One bad frame or a bug in one path must not stop detection for every camera.
+                self._logger.exception("detector worker failed; continuing")
+
+    def _infer(self, ready: ReadyFrame) -> None:
+        feed = ready.feed
+        started = time.monotonic()
+        self._inference_started = started
+        age_ms = (started - ready.pending.arrived) * 1000
+        detections = self._detector.infer(ready.model_input, self._confirmation.min_score)
+        inference_s = time.monotonic() - started
+        self._inference_started = None
+        self._inference_s += (inference_s - self._inference_s) * EMA_WEIGHT
+        changes = feed.tracker.observe(detections, ready.pending.captured_at, time.time())
+        with self._changed:
+            feed.stats.inferred(inference_s * 1000, age_ms)
+            feed.stats.counts.events += sum(change.type == "start" for change in changes)
+        for change in changes:
+            events.publish_change(self._client, self._logger, feed.camera, change, ready.image)
+        feed.tracking = feed.tracker.tracking
+
+    def _expire(self) -> None:
+        now = time.time()
+        with self._changed:
+            feeds = list(self._feeds.values())
+        for feed in feeds:
+            force, feed.end_all = feed.end_all, False
+            for change in feed.tracker.expire(now, force=force):
+                events.publish_change(self._client, self._logger, feed.camera, change, None)
+            feed.tracking = feed.tracker.tracking
+
+    def stats(self) -> schemas.DetectorStats:
+        """Counters since the start; rates and percentiles over the interval since the last call."""
+        now = time.monotonic()
+        interval = max(now - self._last_stats, 1e-6)
+        with self._changed:
+            cameras = {
+                camera: feed.stats.report(interval, detecting=feed.detecting)
+                for camera, feed in self._feeds.items()
+            }
+            bad_ids = self._frames_bad_camera_id
+        self._last_stats = now
+        return schemas.DetectorStats(
+            instance=self._instance,
+            interval_s=round(interval, 3),
+            cameras=cameras,
+            published_at=time.time(),
+            frames_bad_camera_id=bad_ids,
+        )
