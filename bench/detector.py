@@ -41,8 +41,8 @@ import numpy as np
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
 from services.detector.model import Detector
-from tests.detector_support import MODEL, FramePublisher, jpeg, read_frames
-from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess
+from tests.detector_support import MODEL, FramePublisher
+from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, jpeg, read_frames
 
 FIRST_PERSON_FRAME = 62
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux

@@ -23,8 +23,8 @@ import yagmail
 
 from scripts.localbroker import LocalBroker
 from services.common import topics
-from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, detection_event, snapshot_jpeg
-from tests.support import Collector, ServiceProcess
+from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, snapshot_jpeg
+from tests.support import Collector, ServiceProcess, detection_event
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -27,8 +27,8 @@ import urllib.request
 from pathlib import Path
 
 from scripts.localbroker import LocalBroker, free_port
-from tests.support import REPO_ROOT, service_env
-from tests.web_helpers import PASSWORD, USERNAME, Publisher, footage_frames
+from tests.support import REPO_ROOT, Collector, footage_frames, service_env
+from tests.web_support import PASSWORD, USERNAME
 
 CAMERA = "bench"
 FPS = 10.0
@@ -117,7 +117,7 @@ def main() -> None:
     module = "services.web" if args.server == "waitress" else "bench.web_cheroot"
     env["PYTHONPATH"] = str(REPO_ROOT)
     relay = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=workdir)
-    publisher = Publisher(broker)
+    publisher = Collector(broker)
     publisher.announce(CAMERA)
     frames = footage_frames(count=50, step=2)
     stop = threading.Event()

@@ -14,48 +14,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
 from services.common.mqtt import send_without_delay
-from tests.support import MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, Collector
+from tests.support import MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, Collector, jpeg, read_frames, write_clip
 
 MODEL = MODEL_DIR / "detect.tflite"
-JPEG_QUALITY = 80
-
-
-def read_frames(path: Path, first: int = 0, last: int | None = None) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames: list[np.ndarray] = []
-    index = 0
-    while last is None or index <= last:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index >= first:
-            frames.append(frame)
-        index += 1
-    capture.release()
-    return frames
-
-
-def jpeg(frame: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    assert ok
-    return encoded.tobytes()
 
 
 def image_jpeg(name: str) -> bytes:
     loaded = cv2.imread(str(MEDIA_DIR / "images" / name), cv2.IMREAD_COLOR)
     assert loaded is not None
     return jpeg(loaded)
-
-
-def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
-    """Real frames into a short video file for the camera service to stream."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 def short_person_clip(path: Path) -> Path:

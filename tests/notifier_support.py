@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import email
 import email.policy
+import functools
 import ipaddress
 import ssl
 import threading
@@ -14,7 +15,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import cv2
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scripts.localbroker import free_port
-from services.common import schemas
-from tests.support import PERSON_VIDEO
+from tests.support import PERSON_VIDEO, jpeg, read_frames
 
 SMTP_USER = "alerts@example.com"
 RECIPIENTS = ("owner@example.com", "neighbour@example.org")
@@ -172,42 +171,7 @@ class SmtpServer:
             return list(self.mails)
 
 
+@functools.cache
 def snapshot_jpeg(frame_index: int = 120) -> bytes:
     """A real frame of the shared person footage, JPEG-encoded as the detector would."""
-    capture = cv2.VideoCapture(str(PERSON_VIDEO))
-    try:
-        capture.set(cv2.CAP_PROP_POS_FRAMES, frame_index)
-        ok, frame = capture.read()
-    finally:
-        capture.release()
-    assert ok, f"cannot read frame {frame_index} of {PERSON_VIDEO}"
-    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    assert ok
-    return bytes(encoded.tobytes())
-
-
-def detection_event(
-    camera: str,
-    event_id: str,
-    jpeg: bytes | None,
-    *,
-    kind: str = "start",
-    label: str = "person",
-    started_at: float | None = None,
-    score: float = 0.71,
-) -> bytes:
-    started = time.time() if started_at is None else started_at
-    return schemas.DetectionEvent(
-        type=kind,
-        event_id=event_id,
-        camera=camera,
-        label=label,
-        score=score,
-        top_score=score,
-        box=(0.41, 0.22, 0.55, 0.93),
-        started_at=started,
-        ended_at=started + 5 if kind == "end" else None,
-        frame_time=started,
-        detected_at=started + 0.03,
-        snapshot=schemas.DetectionEvent.encode_snapshot(jpeg) if jpeg else None,
-    ).to_json()
+    return jpeg(read_frames(PERSON_VIDEO, frame_index, frame_index)[0], quality=85)

@@ -1,7 +1,9 @@
-"""Test helpers: a collecting MQTT client and service processes, both against the real broker."""
+"""Test helpers every test file shares: the one admin MQTT client, service processes, the shared footage as
+frames, clips and JPEGs, and the one detection event builder."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -10,15 +12,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 
 from scripts.localbroker import ADMIN_USER, LocalBroker
+from services.common import schemas, topics
 from services.common.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,13 +51,97 @@ class Received:
     at: float = field(default_factory=time.time)
 
 
+def read_frames(video: Path, first: int = 0, last: int | None = None) -> list[np.ndarray]:
+    """Frames ``first`` to ``last`` (inclusive; to the end when None) of a video, read one by one: seeking
+    an MP4 lands on key frames, not on the frame asked for."""
+    capture = cv2.VideoCapture(str(video))
+    frames: list[np.ndarray] = []
+    index = 0
+    while last is None or index <= last:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index >= first:
+            frames.append(frame)
+        index += 1
+    capture.release()
+    assert last is None or len(frames) == last - first + 1, f"{video} has no frame {last}"
+    return frames
+
+
+def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return bytes(encoded.tobytes())
+
+
+@functools.cache
+def footage_frames(count: int = 12, first: int = 120, step: int = 5) -> tuple[bytes, ...]:
+    """JPEGs (640x480) of the shared person clip, people in view; consecutive ones differ."""
+    frames = read_frames(PERSON_VIDEO, first, first + count * step - 1)[::step]
+    return tuple(jpeg(cv2.resize(image, (640, 480))) for image in frames)
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Real frames into a short video file, for what the long shared clips are too long for."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert path.stat().st_size > 0
+    return path
+
+
+def detection_event(
+    camera: str,
+    event_id: str,
+    snapshot: bytes | None = None,
+    *,
+    kind: str = "start",
+    label: str = "person",
+    started_at: float | None = None,
+    score: float = 0.71,
+    top_score: float | None = None,
+) -> bytes:
+    """A detector's event message as JSON; ``started_at`` defaults to now."""
+    started = time.time() if started_at is None else started_at
+    return schemas.DetectionEvent(
+        type=kind,
+        event_id=event_id,
+        camera=camera,
+        label=label,
+        score=score,
+        top_score=score if top_score is None else top_score,
+        box=(0.41, 0.22, 0.55, 0.93),
+        started_at=started,
+        ended_at=started + 5 if kind == "end" else None,
+        frame_time=started,
+        detected_at=started + 0.03,
+        snapshot=schemas.DetectionEvent.encode_snapshot(snapshot) if snapshot else None,
+    ).to_json()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """The first true value of ``condition()``, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
 class Collector:
-    """An MQTT client (as the broker's admin user) that records what arrives on its filters."""
+    """The tests' admin MQTT client: records what arrives on its filters, and publishes what a camera or
+    another service would (frames with their metadata, retained states, events)."""
 
     def __init__(
         self, broker: LocalBroker, *filters: str, user: str = ADMIN_USER, client_id: str = ""
     ) -> None:
         self.messages: list[Received] = []
+        self.seq = 0
         self._changed = threading.Condition()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self._client.username_pw_set(user, broker.passwords[user])
@@ -105,6 +196,57 @@ class Collector:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def publish_raw(self, topic: str, payload: bytes, **options: Any) -> mqtt.MQTTMessageInfo:
+        """paho's own publish, for what the helpers refuse to send (no metadata, odd properties)."""
+        return self._client.publish(topic, payload, **options)
+
+    def frame(self, camera: str, jpeg: bytes) -> None:
+        """One frame as the camera sends it: the JPEG with its metadata properties, QoS 0."""
+        meta = schemas.FrameMeta(captured_ms=int(time.time() * 1000), seq=self.seq, width=640, height=480)
+        self.seq += 1
+        self._client.publish(topics.frame(camera), jpeg, qos=0, properties=meta.to_properties())
+
+    def announce(self, camera: str, online: bool = True) -> None:
+        """A camera's retained info and status, as the camera service publishes them."""
+        info = schemas.CameraInfo(
+            camera=camera,
+            source_kind="file",
+            source=PERSON_VIDEO.name,
+            state="streaming",
+            width=640,
+            height=480,
+            fps=10.0,
+            software_version="test",
+            updated_at=time.time(),
+        )
+        self.publish(topics.info(camera), info.to_json(), retain=True)
+        self.publish(topics.status(camera), topics.ONLINE if online else topics.OFFLINE, retain=True)
+
+    def forget(self, camera: str) -> None:
+        """Clear the retained camera topics so the shared broker does not keep test cameras forever."""
+        for topic in (topics.status(camera), topics.info(camera)):
+            self.publish(topic, b"", retain=True)
+
+    @contextmanager
+    def streaming(self, camera: str, fps: float = 10.0) -> Iterator[None]:
+        """Publish footage frames in a loop at ``fps`` while the block runs."""
+        stop = threading.Event()
+
+        def run() -> None:
+            frames = footage_frames(count=40, step=2)  # 4 s of distinct pictures before the loop
+            index = 0
+            while not stop.wait(1 / fps):
+                self.frame(camera, frames[index % len(frames)])
+                index += 1
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def close(self) -> None:
         self._client.disconnect()

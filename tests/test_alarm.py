@@ -14,7 +14,7 @@ import pytest
 
 from services.camera.const import DEFAULT_ALARM_SOUND
 from services.common import topics
-from tests.camera_helpers import camera_settings
+from tests.camera_support import camera_settings
 
 PLAYER = "mpv --really-quiet --no-video --ao=null"
 SOUND_S = 1.5

@@ -12,8 +12,8 @@ import pytest
 
 from services.common import topics
 from services.common.schemas import CameraInfo
-from tests.camera_helpers import MjpegCamera, camera_settings, decode, meta, read_frames, write_clip
-from tests.support import PERSON_VIDEO, REPO_ROOT, Received, service_env
+from tests.camera_support import MjpegCamera, camera_settings, decode, meta
+from tests.support import PERSON_VIDEO, REPO_ROOT, Received, read_frames, service_env, write_clip
 
 
 def info_is(state: str) -> Callable[[Received], bool]:
@@ -148,7 +148,7 @@ def test_the_picamera_error_says_what_to_install(tmp_path: Path) -> None:
 
 def test_a_file_that_ends_without_loop_is_reopened(broker, collector, service, tmp_path):
     camera = "file-ends"
-    clip = write_clip(tmp_path / "clip.mp4", read_frames(PERSON_VIDEO, 8, start=100), fps=10)
+    clip = write_clip(tmp_path / "clip.mp4", read_frames(PERSON_VIDEO, 100, 107), fps=10)
     watch = collector(f"cam/{camera}/#")
     process = service("camera", camera_settings(broker, camera, clip, CAMERA_FPS="10"))
 
@@ -167,7 +167,7 @@ def test_a_file_that_ends_without_loop_is_reopened(broker, collector, service, t
 
 def test_a_looped_file_plays_on_without_reconnecting(broker, collector, service, tmp_path):
     camera = "file-loops"
-    clip = write_clip(tmp_path / "clip.mp4", read_frames(PERSON_VIDEO, 5, start=100), fps=10)
+    clip = write_clip(tmp_path / "clip.mp4", read_frames(PERSON_VIDEO, 100, 104), fps=10)
     watch = collector(f"cam/{camera}/#")
     service("camera", camera_settings(broker, camera, clip, CAMERA_FPS="10", CAMERA_LOOP="true"))
     frames = watch.wait_count(topics.frame(camera), 16, timeout=10)[:16]
@@ -182,7 +182,7 @@ def test_an_ip_camera_stream_is_followed_live_reopened_when_dropped_and_its_pass
     broker, collector, service
 ):
     camera = "ipcam"
-    ipcam = MjpegCamera(read_frames(PERSON_VIDEO, 20, start=300), fps=10)
+    ipcam = MjpegCamera(read_frames(PERSON_VIDEO, 300, 319), fps=10)
     ipcam.start()
     try:
         url = ipcam.url("admin:hunter2@") + "?user=admin&password=hunter3"

@@ -34,8 +34,7 @@ from services.detector.scene import (
 )
 from services.detector.settings import DetectorSettings
 from services.detector.tracker import CameraTracker, Change, Confirmation
-from tests.detector_support import read_frames
-from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, service_env
+from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, read_frames, service_env
 
 MODEL = MODEL_DIR / "detect.tflite"
 LABELMAP = MODEL_DIR / "labelmap.txt"

@@ -15,14 +15,12 @@ from tests.detector_support import (
     detector_env,
     events,
     image_jpeg,
-    jpeg,
-    read_frames,
     red_pixels,
     short_person_clip,
     wait_online,
     wait_stats,
 )
-from tests.support import CAR_VIDEO, PERSON_VIDEO, Collector, ServiceProcess
+from tests.support import CAR_VIDEO, PERSON_VIDEO, Collector, ServiceProcess, jpeg, read_frames
 
 Start = Callable[[str, dict[str, str]], ServiceProcess]
 Collect = Callable[..., Collector]

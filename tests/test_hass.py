@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from scripts.localbroker import LocalBroker
 from services.common import hass, schemas, topics
 from services.common.mqtt import MqttClient
-from tests.camera_helpers import camera_settings
+from tests.camera_support import camera_settings
 from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, service_settings
 
 # What Home Assistant's MQTT platforms accept, from its documentation (integrations/<platform>.mqtt) and

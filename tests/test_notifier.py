@@ -21,9 +21,9 @@ from services.common import schemas, topics
 from services.notifier.handler import in_quiet_hours
 from services.notifier.sender import retry_delay
 from services.notifier.settings import parse_schedule
-from tests.camera_helpers import camera_settings
-from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, detection_event, snapshot_jpeg
-from tests.support import Collector, ServiceProcess, service_env
+from tests.camera_support import camera_settings
+from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, snapshot_jpeg
+from tests.support import Collector, ServiceProcess, detection_event, service_env
 from tests.test_alarm import PLAYER, PlayerWatch
 
 # aiosmtpd warns about AUTH without STARTTLS even on an implicit-TLS (ssl) port; that is the point there.

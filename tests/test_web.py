@@ -17,13 +17,13 @@ from flask.testing import FlaskClient
 from scripts.localbroker import LocalBroker
 from services.common import topics
 from services.web.relay import WebRelay
-from tests.support import Collector
-from tests.web_helpers import Publisher, detection, footage_frames, log_in, running_relay, wait_until
+from tests.support import Collector, detection_event, footage_frames, wait_until
+from tests.web_support import log_in, running_relay
 
 
 @pytest.fixture
-def publisher(broker: LocalBroker) -> Iterator[Publisher]:
-    made = Publisher(broker)
+def publisher(broker: LocalBroker) -> Iterator[Collector]:
+    made = Collector(broker)
     yield made
     made.close()
 
@@ -129,7 +129,7 @@ def test_state_changing_requests_need_the_csrf_token(
 
 
 def test_cameras_come_from_retained_topics_and_show_offline(
-    broker: LocalBroker, tmp_path: Path, publisher: Publisher
+    broker: LocalBroker, tmp_path: Path, publisher: Collector
 ) -> None:
     camera = "web-grid"
     # Announced before the relay starts: it learns the camera from the retained messages alone.
@@ -143,7 +143,7 @@ def test_cameras_come_from_retained_topics_and_show_offline(
         assert cams[0]["info"]["width"] == 640
         page = client.get("/").get_data(as_text=True)
         assert f'data-camera="{camera}"' in page
-        publisher.send(topics.status(camera), topics.OFFLINE, retain=True)
+        publisher.publish(topics.status(camera), topics.OFFLINE, retain=True)
         wait_until(lambda: relay.camera(camera)["online"] is False, what="offline")  # type: ignore[index]
         assert "offline" in client.get("/").get_data(as_text=True)
         assert client.get("/api/cameras/nowhere").status_code == 404
@@ -152,7 +152,7 @@ def test_cameras_come_from_retained_topics_and_show_offline(
 
 
 def test_latest_frame_and_live_stream_for_known_cameras_only(
-    web: tuple[WebRelay, Flask], publisher: Publisher
+    web: tuple[WebRelay, Flask], publisher: Collector
 ) -> None:
     relay, app = web
     camera = "web-latest"
@@ -170,7 +170,7 @@ def test_latest_frame_and_live_stream_for_known_cameras_only(
     wait_until(lambda: client.get(f"/cam/{camera}/latest.jpg").data == frames[1], what="newer frame")
     # A garbage frame is counted and dropped; the newest good one stays.
     before = relay.bad_payloads
-    publisher.client.publish(topics.frame(camera), b"not a jpeg").wait_for_publish(5)
+    publisher.publish_raw(topics.frame(camera), b"not a jpeg").wait_for_publish(5)
     wait_until(lambda: relay.bad_payloads > before, what="bad frame counted")
     assert client.get(f"/cam/{camera}/latest.jpg").data == frames[1]
     # The stream starts with the newest frame as a multipart part.
@@ -191,7 +191,7 @@ def jpeg_of(data: bytes) -> np.ndarray:
 
 
 def test_events_are_recorded_with_snapshots_and_listed_with_filters(
-    web: tuple[WebRelay, Flask], publisher: Publisher
+    web: tuple[WebRelay, Flask], publisher: Collector
 ) -> None:
     relay, app = web
     client, _token = logged_in(app)
@@ -199,12 +199,22 @@ def test_events_are_recorded_with_snapshots_and_listed_with_filters(
     camera, other = "web-events", "web-events2"
     started = time.time() - 60
     event_id = f"{camera}-{int(started * 1000)}-person"
-    publisher.send(topics.event(camera, "person"), detection(camera, event_id, "start", frames[0], started))
-    publisher.send(topics.event(camera, "person"), detection(camera, event_id, "update", frames[2], started))
-    publisher.send(topics.event(camera, "person"), detection(camera, event_id, "end", None, started))
+    publisher.publish(
+        topics.event(camera, "person"),
+        detection_event(camera, event_id, frames[0], kind="start", started_at=started),
+    )
+    publisher.publish(
+        topics.event(camera, "person"),
+        detection_event(camera, event_id, frames[2], kind="update", started_at=started, top_score=0.8),
+    )
+    publisher.publish(
+        topics.event(camera, "person"),
+        detection_event(camera, event_id, None, kind="end", started_at=started, top_score=0.8),
+    )
     older_id = f"{other}-1-person"
-    publisher.send(
-        topics.event(other, "person"), detection(other, older_id, "start", frames[3], started - 99)
+    publisher.publish(
+        topics.event(other, "person"),
+        detection_event(other, older_id, frames[3], kind="start", started_at=started - 99),
     )
     event = wait_until(
         lambda: (e := client.get(f"/api/events/{event_id}").get_json()) and e.get("ended_at") and e,
@@ -234,24 +244,24 @@ def test_events_are_recorded_with_snapshots_and_listed_with_filters(
     assert page.status_code == 200 and event["snapshot_url"] in page.get_data(as_text=True)
 
 
-def test_bad_events_are_counted_not_fatal(web: tuple[WebRelay, Flask], publisher: Publisher) -> None:
+def test_bad_events_are_counted_not_fatal(web: tuple[WebRelay, Flask], publisher: Collector) -> None:
     relay, app = web
     client, _token = logged_in(app)
     camera = "web-bad"
     before = relay.bad_payloads
-    publisher.send(topics.event(camera, "person"), b"{not json")
-    publisher.send(topics.event(camera, "person"), b'{"version": 2, "type": "start"}')
+    publisher.publish(topics.event(camera, "person"), b"{not json")
+    publisher.publish(topics.event(camera, "person"), b'{"version": 2, "type": "start"}')
     # An event that names another camera than its topic.
-    publisher.send(topics.event(camera, "person"), detection("elsewhere", "elsewhere-1-person"))
+    publisher.publish(topics.event(camera, "person"), detection_event("elsewhere", "elsewhere-1-person"))
     wait_until(lambda: relay.bad_payloads >= before + 3, what="bad payloads counted")
     assert client.get("/api/events/elsewhere-1-person").status_code == 404
     # Still serving and still recording.
-    publisher.send(topics.event(camera, "person"), detection(camera, f"{camera}-ok-person"))
+    publisher.publish(topics.event(camera, "person"), detection_event(camera, f"{camera}-ok-person"))
     wait_until(lambda: client.get(f"/api/events/{camera}-ok-person").status_code == 200, what="good event")
 
 
 def test_controls_publish_commands_and_show_retained_states(
-    web: tuple[WebRelay, Flask], publisher: Publisher, collector: Callable[..., Collector]
+    web: tuple[WebRelay, Flask], publisher: Collector, collector: Callable[..., Collector]
 ) -> None:
     relay, app = web
     camera = "web-ctl"
@@ -272,20 +282,20 @@ def test_controls_publish_commands_and_show_retained_states(
     sent = json.loads(seen.wait_for(topics.alarm_set(camera)).payload)
     assert (sent["state"], sent["tone"], sent["duration"]) == ("ON", "siren", 5)
     # States come from the retained state topics of the detector, the camera and the notifier.
-    publisher.send(topics.detect_state(camera), "OFF", retain=True)
-    publisher.send(topics.alarm_state(camera), "ON", retain=True)
+    publisher.publish(topics.detect_state(camera), "OFF", retain=True)
+    publisher.publish(topics.alarm_state(camera), "ON", retain=True)
     wait_until(lambda: client.get(f"/api/cameras/{camera}").get_json()["alarm"] == "ON", what="alarm state")
     assert client.get(f"/api/cameras/{camera}").get_json()["detect"] == "OFF"
-    publisher.send(topics.ARMED_STATE, "OFF", retain=True)
+    publisher.publish(topics.ARMED_STATE, "OFF", retain=True)
     wait_until(lambda: client.get("/api/status").get_json()["armed"] == "OFF", what="armed state")
-    publisher.send(topics.ARMED_STATE, "ON", retain=True)
+    publisher.publish(topics.ARMED_STATE, "ON", retain=True)
     wait_until(lambda: client.get("/api/status").get_json()["armed"] == "ON", what="armed again")
     for topic in (topics.detect_state(camera), topics.alarm_state(camera)):
-        publisher.send(topic, b"", retain=True)
+        publisher.publish(topic, b"", retain=True)
     publisher.forget(camera)
 
 
-def test_bad_requests_get_400_and_unknown_ids_404(web: tuple[WebRelay, Flask], publisher: Publisher) -> None:
+def test_bad_requests_get_400_and_unknown_ids_404(web: tuple[WebRelay, Flask], publisher: Collector) -> None:
     relay, app = web
     camera = "web-bad-req"
     client, token = logged_in(app)
@@ -331,7 +341,7 @@ def test_bad_requests_get_400_and_unknown_ids_404(web: tuple[WebRelay, Flask], p
 
 
 def test_server_sent_events_bring_new_events_to_open_pages(
-    web: tuple[WebRelay, Flask], publisher: Publisher
+    web: tuple[WebRelay, Flask], publisher: Collector
 ) -> None:
     _relay, app = web
     client, _token = logged_in(app)
@@ -342,7 +352,9 @@ def test_server_sent_events_bring_new_events_to_open_pages(
     first = next(chunks)
     assert first.startswith(b"event: status\ndata: {")
     event_id = f"{camera}-1-person"
-    publisher.send(topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[0]))
+    publisher.publish(
+        topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[0], kind="start")
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         chunk = next(chunks)
@@ -381,15 +393,17 @@ def test_a_lost_broker_is_shown_and_controls_wait_for_it(own_broker: LocalBroker
         stream.close()
 
 
-def test_the_timeline_pages_on_to_older_events(web: tuple[WebRelay, Flask], publisher: Publisher) -> None:
+def test_the_timeline_pages_on_to_older_events(web: tuple[WebRelay, Flask], publisher: Collector) -> None:
     relay, app = web
     client, _token = logged_in(app)
     camera = "web-pages"
     started = time.time() - 3600
     for index in range(105):
         event_id = f"{camera}-{index}-person"
-        publisher.client.publish(
-            topics.event(camera, "person"), detection(camera, event_id, "start", None, started + index), qos=1
+        publisher.publish_raw(
+            topics.event(camera, "person"),
+            detection_event(camera, event_id, None, kind="start", started_at=started + index),
+            qos=1,
         )
     wait_until(lambda: relay.store.get(f"{camera}-104-person") and relay.store.get(f"{camera}-0-person"))
     first = client.get(f"/events?camera={camera}").get_data(as_text=True)

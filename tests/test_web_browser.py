@@ -12,10 +12,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
-from tests.camera_helpers import camera_settings
+from tests.camera_support import camera_settings
 from tests.detector_support import detector_env, short_person_clip, wait_online
 from tests.support import REPO_ROOT, Collector, ServiceProcess
-from tests.web_helpers import PASSWORD, USERNAME, Publisher
+from tests.web_support import PASSWORD, USERNAME
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -77,8 +77,8 @@ def test_browser_sees_live_pictures_new_events_and_controls(
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     camera = "web-browser"
-    publisher = Publisher(broker)
-    publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+    publisher = Collector(broker)
+    publisher.publish(topics.ARMED_STATE, topics.ON, retain=True)
 
     armed_commands = collector(topics.ARMED_SET)
     # The real notifier owns the arming switch: it turns sentrycam/armed/set into the retained state.
@@ -167,5 +167,5 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         expect(card.locator(".badge")).to_have_text("offline")
     finally:
         context.close()
-        publisher.send(topics.ARMED_STATE, topics.ON, retain=True)
+        publisher.publish(topics.ARMED_STATE, topics.ON, retain=True)
         publisher.close()

@@ -6,7 +6,7 @@ import threading
 
 from services.common import schemas
 from services.web.live import FrameHub, mjpeg_stream
-from tests.web_helpers import footage_frames
+from tests.support import footage_frames
 
 
 def seq_of(part: bytes) -> int:

@@ -13,16 +13,8 @@ import pytest
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
-from tests.support import ServiceProcess
-from tests.web_helpers import (
-    PASSWORD,
-    Publisher,
-    detection,
-    footage_frames,
-    log_in,
-    running_relay,
-    wait_until,
-)
+from tests.support import Collector, ServiceProcess, detection_event, footage_frames, wait_until
+from tests.web_support import PASSWORD, log_in, running_relay
 
 Service = Callable[..., ServiceProcess]
 
@@ -35,7 +27,7 @@ def test_an_event_the_store_could_not_take_comes_again_and_is_stored_once(
     camera = "web-locked"
     event_id = f"{camera}-1-person"
     data_dir = tmp_path / "web"
-    publisher = Publisher(broker)
+    publisher = Collector(broker)
     with running_relay(broker, data_dir) as (relay, app):
         client = app.test_client()
         assert log_in(client)[0] == 302
@@ -43,8 +35,9 @@ def test_an_event_the_store_could_not_take_comes_again_and_is_stored_once(
         holder = sqlite3.connect(data_dir / "events.sqlite3", isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
-            publisher.send(
-                topics.event(camera, "person"), detection(camera, event_id, "start", footage_frames()[0])
+            publisher.publish(
+                topics.event(camera, "person"),
+                detection_event(camera, event_id, footage_frames()[0], kind="start"),
             )
             wait_until(
                 lambda: relay.client.redeliveries >= 1, what="the write failed and asked for the event again"

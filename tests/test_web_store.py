@@ -17,7 +17,8 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import schemas, topics
 from services.web.event_model import EventFilter
 from services.web.events import EventStore, write_durably
-from tests.web_helpers import PASSWORD, Publisher, detection, footage_frames, wait_until
+from tests.support import Collector, detection_event, footage_frames, wait_until
+from tests.web_support import PASSWORD
 
 LOGGER = logging.getLogger("test.web")
 
@@ -25,7 +26,9 @@ LOGGER = logging.getLogger("test.web")
 def event(
     camera: str, event_id: str, kind: str, jpeg: bytes | None, started: float
 ) -> schemas.DetectionEvent:
-    return schemas.DetectionEvent.parse(detection(camera, event_id, kind, jpeg, started))
+    return schemas.DetectionEvent.parse(
+        detection_event(camera, event_id, jpeg, kind=kind, started_at=started or None)
+    )
 
 
 def consistent(store: EventStore) -> None:
@@ -92,7 +95,7 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
     relay = service("web", env)
     relay.wait_for_log("serving on")
     wait_until((data_dir / "events.sqlite3").exists, what="database")
-    publisher = Publisher(broker)
+    publisher = Collector(broker)
     frames = footage_frames()
     camera = "web-kill"
     stop = threading.Event()
@@ -103,9 +106,9 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
         while not stop.is_set():
             kind = ("start", "update", "update", "end")[index % 4]
             event_id = f"{camera}-{index // 4}-person"
-            info = publisher.client.publish(
+            info = publisher.publish_raw(
                 topics.event(camera, "person"),
-                detection(camera, event_id, kind, frames[index % len(frames)]),
+                detection_event(camera, event_id, frames[index % len(frames)], kind=kind),
                 qos=1,
             )
             published.append((event_id, info))

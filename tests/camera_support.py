@@ -29,29 +29,6 @@ def camera_settings(
     }
 
 
-def read_frames(video: Path, count: int, start: int = 0) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(video))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames: list[np.ndarray] = []
-    while len(frames) < count:
-        ok, image = capture.read()
-        assert ok, f"{video} has fewer than {start + count} frames"
-        frames.append(image)
-    capture.release()
-    return frames
-
-
-def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
-    """A short clip of real footage, for what the 139 s video is too long for (its end, its loop)."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    for image in frames:
-        writer.write(image)
-    writer.release()
-    assert path.stat().st_size > 0
-    return path
-
-
 def meta(message: Received) -> FrameMeta:
     found = FrameMeta.from_properties(message.properties)
     assert found is not None, "frame without metadata"
