@@ -123,6 +123,21 @@ def detection_event(
     ).to_json()
 
 
+def camera_info(camera: str) -> schemas.CameraInfo:
+    """What a camera streaming the shared person clip says on ``cam/<id>/info``."""
+    return schemas.CameraInfo(
+        camera=camera,
+        source_kind="file",
+        source=PERSON_VIDEO.name,
+        state="streaming",
+        width=640,
+        height=480,
+        fps=10.0,
+        software_version="test",
+        updated_at=time.time(),
+    )
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """The first true value of ``condition()``, polled until ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -209,18 +224,7 @@ class Collector:
 
     def announce(self, camera: str, online: bool = True) -> None:
         """A camera's retained info and status, as the camera service publishes them."""
-        info = schemas.CameraInfo(
-            camera=camera,
-            source_kind="file",
-            source=PERSON_VIDEO.name,
-            state="streaming",
-            width=640,
-            height=480,
-            fps=10.0,
-            software_version="test",
-            updated_at=time.time(),
-        )
-        self.publish(topics.info(camera), info.to_json(), retain=True)
+        self.publish(topics.info(camera), camera_info(camera).to_json(), retain=True)
         self.publish(topics.status(camera), topics.ONLINE if online else topics.OFFLINE, retain=True)
 
     def forget(self, camera: str) -> None:

@@ -11,14 +11,17 @@ import threading
 import time
 from collections.abc import Callable
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
+from services.common.jpeg import check_jpeg, check_snapshot, jpeg_size
 from services.common.mqtt import MqttClient, PendingAck, RateLimitedLog, Redeliver, Route
 from services.common.settings import ServiceSettings, describe_error
-from tests.support import REPO_ROOT, Collector, service_env
+from tests.support import PERSON_VIDEO, REPO_ROOT, Collector, jpeg, read_frames, service_env
 
 
 @pytest.mark.parametrize(
@@ -239,6 +242,18 @@ def test_an_unreachable_broker_is_reported_not_silent(
     assert f"cannot reach the broker at 127.0.0.1:{own_broker.port}; retrying with backoff" in caplog.text
 
 
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter, as a service process would run."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=service_env({}),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
 STOP_WHILE_WAITING = """
 import os, signal, sys
 from services.common.service import stop_on_signals
@@ -254,14 +269,7 @@ print("stopped" if stop.wait(5) else "not stopped", flush=True)
 
 
 def test_a_stop_signal_during_stop_wait_cannot_deadlock() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", STOP_WHILE_WAITING],
-        env=service_env({}),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    result = run_python(STOP_WHILE_WAITING)
     assert result.stdout.strip() == "stopped", result.stderr
 
 
@@ -373,14 +381,7 @@ run_service(ServiceSettings, Broken)
 
 
 def test_a_startup_problem_is_one_line_naming_the_setting_and_exit_code_2() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", FAILING_SERVICE],
-        env=service_env({}),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    result = run_python(FAILING_SERVICE)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "sentrycam-broken: invalid setting BROKEN_DIR=/root/x: permission denied"
@@ -393,3 +394,34 @@ def test_an_empty_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_CA_FILE", "")
     settings = ServiceSettings()
     assert (settings.mqtt_username, settings.mqtt_port, settings.mqtt_ca_file) == (None, 1883, None)
+
+
+def forged_jpeg(width: int, height: int) -> bytes:
+    """A few hundred bytes whose frame header claims ``width`` x ``height``: a decompression bomb."""
+    real = jpeg(np.zeros((8, 8, 3), np.uint8))
+    start = real.index(b"\xff\xc0") + 5
+    return real[:start] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + real[start + 4 :]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_jpeg_size_is_read_from_the_header_as_the_decoder_sees_it(progressive: bool) -> None:
+    for image in read_frames(PERSON_VIDEO, 100, 102):
+        small = cv2.resize(image, (333, 187))
+        ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+        assert ok
+        assert jpeg_size(encoded.tobytes()) == (333, 187)
+
+
+def test_a_jpeg_bomb_is_refused_before_it_is_decoded() -> None:
+    bomb = forged_jpeg(32768, 32768)
+    assert len(bomb) < 1000
+    assert jpeg_size(bomb) == (32768, 32768)
+    with pytest.raises(schemas.BadPayload, match="32768x32768 pixels, more than"):
+        check_snapshot(bomb)
+    with pytest.raises(schemas.BadPayload, match="bytes, more than"):
+        check_jpeg(b"\xff\xd8" + bytes(2000), max_bytes=1000, max_pixels=100)
+    real = jpeg(read_frames(PERSON_VIDEO, 100, 100)[0])
+    for bad in (b"", b"GIF89a", b"\xff\xd8", real[:20], b"\xff\xd8\xff\xc0\x00\x01", forged_jpeg(0, 10)):
+        with pytest.raises(schemas.BadPayload):
+            jpeg_size(bad)
+    assert check_snapshot(real) == (768, 432)

@@ -20,7 +20,7 @@ from scripts.localbroker import LocalBroker
 from services.common import hass, schemas, topics
 from services.common.mqtt import MqttClient
 from tests.camera_support import camera_settings
-from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, service_settings
+from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, camera_info, service_settings
 
 # What Home Assistant's MQTT platforms accept, from its documentation (integrations/<platform>.mqtt) and
 # homeassistant/components/mqtt/abbreviations.py. Full names with the abbreviations we might meet.
@@ -167,20 +167,6 @@ def problems(component: str, object_id: str, config: dict[str, Any]) -> list[str
     if not re.fullmatch(r"[A-Za-z0-9_-]+", object_id):
         found.append(f"topic object id {object_id!r}")
     return found
-
-
-def camera_info(camera: str) -> schemas.CameraInfo:
-    return schemas.CameraInfo(
-        camera=camera,
-        source_kind="file",
-        source="door.mp4",
-        state="streaming",
-        width=640,
-        height=360,
-        fps=5.0,
-        software_version="0.1.0",
-        updated_at=time.time(),
-    )
 
 
 def all_entities(camera: str, labels: list[str]) -> list[hass.Entity]:
