@@ -2,6 +2,11 @@
 
 Used by the test fixtures and by ``scripts/run``: the production ``mosquitto.conf`` and ``acl`` with their
 paths and port rewritten to a private work directory, and a password file with one user per service.
+
+The production listener binds every login to its client id (``use_username_as_clientid``), so one login has
+one connection at a time. The admin user (tests' subscribers, the runner's ``admin.env``) needs many at once:
+it gets a listener of its own here, ``admin_port``, without that binding; the shipped files never have it.
+The ACL is the same on both listeners (``per_listener_settings false``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from scripts.mqtt_users import CONFIG_DIR, SERVICE_USERS, camera_user, set_camera_acl, set_password
+from scripts.mqtt_users import (
+    CONFIG_DIR,
+    SERVICE_USERS,
+    camera_user,
+    detector_user,
+    set_camera_acl,
+    set_detector_acl,
+    set_password,
+    user_rules,
+)
 
 TLS_CONF = CONFIG_DIR.parent / "tls.conf"
 
@@ -56,8 +70,9 @@ def derive_tls_config(source: str, certs_dir: Path, port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def derive_config(source: str, workdir: Path, port: int, extra: str = "") -> str:
-    """The production config with its container paths pointed at ``workdir`` and its listener on ``port``."""
+def derive_config(source: str, workdir: Path, port: int, admin_port: int, extra: str = "") -> str:
+    """The production config with its container paths pointed at ``workdir``, its listener on ``port``, and
+    the admin listener on ``admin_port``."""
     replacements = {
         "password_file": f"password_file {workdir / 'passwd'}",
         "acl_file": f"acl_file {workdir / 'acl'}",
@@ -73,6 +88,8 @@ def derive_config(source: str, workdir: Path, port: int, extra: str = "") -> str
         lines.append(replacements.get(key, line))
     # Run as whoever started it: as root, mosquitto would switch to a "mosquitto" user that cannot write here.
     lines.append(f"user {getpass.getuser()}")
+    # Local only: many admin connections at once, each with its own client id (no use_username_as_clientid).
+    lines.append(f"listener {admin_port} 127.0.0.1")
     return "\n".join(lines) + "\n" + extra
 
 
@@ -82,13 +99,16 @@ class LocalBroker:
     def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.admin_port = free_port()
         self.host = "127.0.0.1"
         self.passwords: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self.tls_port: int | None = None
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         (workdir / "conf.d").mkdir(exist_ok=True)
-        config = derive_config((CONFIG_DIR / "mosquitto.conf").read_text(), workdir, self.port, extra_config)
+        config = derive_config(
+            (CONFIG_DIR / "mosquitto.conf").read_text(), workdir, self.port, self.admin_port, extra_config
+        )
         self.config_file = workdir / "mosquitto.conf"
         self.config_file.write_text(config)
         acl = (CONFIG_DIR / "acl").read_text()
@@ -112,6 +132,28 @@ class LocalBroker:
         set_camera_acl(self.workdir / "acl", camera_id)
         return self.add_user(camera_user(camera_id))
 
+    def add_detector(self, name: str) -> str:
+        """A further detector instance's user ``detector-<name>`` with its ACL block, as
+        ``scripts/mqtt_users.py detector <name>`` makes in production."""
+        set_detector_acl(self.workdir / "acl", name)
+        return self.add_user(detector_user(name))
+
+    def login_like(self, service: str, login: str) -> str:
+        """A further login ``login`` with the ACL rules of the ``service`` user and that service's status
+        topic; made once, returned as is after. For tests that run two clients of one service at once, or
+        clients that must not share one persistent session: one login has one connection and one session."""
+        if login not in self.passwords:
+            acl = self.workdir / "acl"
+            rules = user_rules(acl.read_text().splitlines(), service)
+            block = [f"user {login}", *rules, f"topic readwrite sentrycam/{service}/status"]
+            acl.write_text(acl.read_text() + "\n".join(["", *block]) + "\n")
+            self.add_user(login)
+        return login
+
+    def port_for(self, user: str) -> int:
+        """The admin's own listener for the admin, the production listener for everyone else."""
+        return self.admin_port if user == ADMIN_USER else self.port
+
     def enable_tls(self, certs_dir: Path) -> int:
         """Add the production TLS listener (``mosquitto/tls.conf``) with the certificates in ``certs_dir``
         (ca.crt, server.crt, server.key); takes effect at the next start. Returns its port."""
@@ -124,7 +166,7 @@ class LocalBroker:
         """The MQTT_* settings a service logged in as ``user`` needs."""
         return {
             "MQTT_HOST": self.host,
-            "MQTT_PORT": str(self.port),
+            "MQTT_PORT": str(self.port_for(user)),
             "MQTT_USERNAME": user,
             "MQTT_PASSWORD": self.passwords[user],
         }
@@ -133,6 +175,13 @@ class LocalBroker:
         user = camera_user(camera_id)
         if user not in self.passwords:
             self.add_camera(camera_id)
+        return self.env(user)
+
+    def detector_env(self, name: str) -> dict[str, str]:
+        """The login of detector instance ``name`` (``detector-<name>``), made on first use."""
+        user = detector_user(name)
+        if user not in self.passwords:
+            self.add_detector(name)
         return self.env(user)
 
     def start(self, timeout_s: float = 10.0) -> None:

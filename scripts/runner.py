@@ -10,7 +10,9 @@ broker address and each service's broker login. Its own settings:
 - ``SENTRYCAM_WEBCAM``: the webcam used when ``CAMERA_SOURCE`` is unset and it exists (default /dev/video0).
 
 ``<run dir>/admin.env`` holds an all-powerful broker login (MQTT_HOST, MQTT_PORT, MQTT_USERNAME,
-MQTT_PASSWORD) for watching the traffic, e.g. with mosquitto_sub; it is made anew on every run.
+MQTT_PASSWORD) for watching the traffic, e.g. with mosquitto_sub; it is made anew on every run. Its port is
+the local broker's admin listener, where several such clients may be connected at once (on the services'
+port each login has one connection: see scripts/localbroker.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ frames, clips and JPEGs, and the one detection event builder."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import signal
@@ -150,10 +151,19 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = 
 
 class Collector:
     """The tests' admin MQTT client: records what arrives on its filters, and publishes what a camera or
-    another service would (frames with their metadata, retained states, events)."""
+    another service would (frames with their metadata, retained states, events).
+
+    The admin connects to the broker's admin listener, where any number of admin clients may be connected at
+    once; any other ``user`` to the production listener, which binds the client id to the login (so
+    ``client_id`` counts only for the admin, or with ``port``). ``port`` picks the listener."""
 
     def __init__(
-        self, broker: LocalBroker, *filters: str, user: str = ADMIN_USER, client_id: str = ""
+        self,
+        broker: LocalBroker,
+        *filters: str,
+        user: str = ADMIN_USER,
+        client_id: str = "",
+        port: int | None = None,
     ) -> None:
         self.messages: list[Received] = []
         self.seq = 0
@@ -163,7 +173,7 @@ class Collector:
         self._client.on_message = self._on_message
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_args: subscribed.set()
-        self._client.connect(broker.host, broker.port)
+        self._client.connect(broker.host, port or broker.port_for(user))
         self._client.loop_start()
         if filters:
             self._client.subscribe([(f, 1) for f in filters])
@@ -261,10 +271,20 @@ def service_settings(broker: LocalBroker, user: str) -> ServiceSettings:
     """The shared settings of a service logged in to ``broker`` as ``user``, for an in-process client."""
     return ServiceSettings(
         mqtt_host=broker.host,
-        mqtt_port=broker.port,
+        mqtt_port=broker.port_for(user),
         mqtt_username=user,
         mqtt_password=broker.passwords[user],
     )
+
+
+def relay_mqtt_env(broker: LocalBroker, data_dir: Path) -> dict[str, str]:
+    """The MQTT_* settings of a web relay keeping its events in ``data_dir``: a login of its own with the
+    ``web`` user's rights, one per data directory. The broker binds client ids to logins, so relays that all
+    used ``web`` would share one persistent session (a relay would get the events queued while another test's
+    relay was away) and drop each other's connection; this way a relay keeps its own session across its
+    restarts, as it did when its client id was its own."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return broker.env(broker.login_like("web", f"web-{digest}"))
 
 
 def service_env(extra: dict[str, str]) -> dict[str, str]:

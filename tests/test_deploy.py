@@ -28,7 +28,7 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from services.common.mqtt import MqttClient
 from services.common.settings import ServiceSettings
-from tests.support import REPO_ROOT, Collector, ServiceProcess, service_settings
+from tests.support import REPO_ROOT, Collector, ServiceProcess, relay_mqtt_env, service_settings
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.pi.yml", "docker-compose.tls.yml"]
 SERVICES = ("camera", "detector", "notifier", "web")
@@ -205,7 +205,7 @@ def test_a_container_configured_from_env_example_starts_with_valid_settings(comp
     filled = {
         f"{compose_service.upper()}_MQTT_PASSWORD": "secret",
         "CAMERA_ID": "front",
-        "WEB_PASSWORD": "pw",
+        "WEB_PASSWORD": "a long enough password",
     }
     example = {**env_example(), **filled}
     environment = {k: interpolate(str(v), example) for k, v in spec["environment"].items()}
@@ -341,7 +341,7 @@ def test_web_healthcheck_asks_the_real_web_relay(
     web = service(
         "web",
         {
-            **broker.env("web"),
+            **relay_mqtt_env(broker, tmp_path / "web-data"),
             "WEB_HOST": "127.0.0.1",
             "WEB_PORT": str(port),
             "WEB_PASSWORD": "correct horse battery staple",
@@ -350,7 +350,7 @@ def test_web_healthcheck_asks_the_real_web_relay(
     )
     env = {"MQTT_PORT": str(broker.port), "WEB_PORT": str(port)}
     # A connection to the broker that outlives the web relay, so the last check fails on HTTP alone.
-    bystander = Collector(broker)
+    bystander = Collector(broker, port=broker.port)
     deadline = time.monotonic() + 20
     while (result := run_healthcheck(env, "--web")).returncode != 0 and time.monotonic() < deadline:
         time.sleep(0.2)

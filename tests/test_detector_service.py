@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.detector_support import (
     wait_stats,
 )
 from tests.support import CAR_VIDEO, PERSON_VIDEO, Collector, ServiceProcess, jpeg, read_frames
+from tests.test_common import forged_jpeg
 
 Start = Callable[[str, dict[str, str]], ServiceProcess]
 Collect = Callable[..., Collector]
@@ -230,6 +232,44 @@ def test_garbage_truncated_and_huge_payloads_are_counted_and_nothing_crashes(
     publisher.close()
 
 
+def peak_rss_mb(process: ServiceProcess) -> float:
+    """The most memory the process has held at once so far (VmHWM), in MB."""
+    assert process.process is not None
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, status
+    return int(match[1]) / 1024
+
+
+def test_a_jpeg_bomb_frame_is_refused_by_its_header_before_any_decode(
+    broker: LocalBroker, service: Start, collector: Collect
+) -> None:
+    camera = "det-bomb"
+    seen = collector(f"cam/{camera}/#", topics.DETECTOR_STATS)
+    detector = start_detector(service, collector, broker, detector_cameras=camera, detector_motion="false")
+    publisher = FramePublisher(broker, camera)
+    good = image_jpeg("grace_hopper.bmp")
+    for _ in range(3):
+        publisher.send(good)
+        time.sleep(0.2)
+    wait_stats(seen, camera, lambda s: s.inferences >= 3)
+    before = peak_rss_mb(detector)
+
+    # A few hundred bytes claiming 32768x32768 pixels: even the quarter-size grey decode would be 64 MB.
+    bomb = forged_jpeg(32768, 32768)
+    for _ in range(3):
+        publisher.send(bomb)
+        time.sleep(0.3)
+        publisher.send(good)
+        time.sleep(0.3)
+    stats = wait_stats(seen, camera, lambda s: s.frames_in == 9 and s.inferences >= 6, timeout=30)
+    assert stats.frames_bad == 3
+    assert peak_rss_mb(detector) - before < 20
+    assert f"camera {camera}: bad frame: JPEG of 32768x32768 pixels, more than 40000000" in detector.log
+    assert detector.process is not None and detector.process.poll() is None
+    publisher.close()
+
+
 def test_two_instances_split_the_cameras_without_duplicate_events(
     broker: LocalBroker, service: Start, collector: Collect
 ) -> None:
@@ -237,12 +277,11 @@ def test_two_instances_split_the_cameras_without_duplicate_events(
     seen = collector(*(f"cam/{c}/#" for c in cameras), topics.DETECTOR_STATS)
     status = collector(topics.service_status("detector"))
     for index, camera in enumerate(cameras):
-        service(
-            "detector",
-            detector_env(
-                broker, detector_cameras=camera, detector_instance=f"split-{index}", detector_motion="false"
-            ),
+        env = detector_env(
+            broker, detector_cameras=camera, detector_instance=f"split-{index}", detector_motion="false"
         )
+        # Each instance with its own login (detector-split-<n>): the broker binds client ids to logins.
+        service("detector", {**env, **broker.detector_env(f"split-{index}")})
     wait_online(status, count=2)
     publishers = [FramePublisher(broker, camera) for camera in cameras]
     image = image_jpeg("astronaut.png")

@@ -253,7 +253,9 @@ class HomeAssistantLike:
 
     def follow(self, configs: dict[str, dict[str, Any]]) -> Collector:
         named = {c[key] for c in configs.values() for key in TOPIC_KEYS - {"command_topic"} if key in c}
-        return Collector(self.broker, *sorted(named), user="homeassistant")
+        # A login of its own next to `discovery`: the broker binds the client id to the login.
+        follower = self.broker.login_like("homeassistant", "homeassistant-follow")
+        return Collector(self.broker, *sorted(named), user=follower)
 
     def close(self) -> None:
         self.discovery.close()
@@ -331,7 +333,7 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
         ]
     finally:
         for retained in (topics.label_state(camera, "person"), topics.label_snapshot(camera, "person")):
-            camera_side.publish(retained, b"", retain=True)
+            admin.publish(retained, b"", retain=True)  # the detector's topics: no camera may clear them
         camera_side.close()
         admin.close()
         detector.stop()
