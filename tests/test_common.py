@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import socket
@@ -15,13 +16,23 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from pydantic import Field, SecretStr, ValidationError
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
 from services.common.jpeg import check_jpeg, check_snapshot, jpeg_size
 from services.common.mqtt import MqttClient, PendingAck, RateLimitedLog, Redeliver, Route
 from services.common.settings import ServiceSettings, describe_error
-from tests.support import PERSON_VIDEO, REPO_ROOT, Collector, jpeg, read_frames, service_env
+from tests.support import (
+    PERSON_VIDEO,
+    REPO_ROOT,
+    Collector,
+    camera_info,
+    detection_event,
+    jpeg,
+    read_frames,
+    service_env,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +100,77 @@ def test_detection_events_validate_and_carry_the_snapshot() -> None:
         schemas.DetectionEvent.parse_on("cam/back/person", event.to_json())
 
 
+def replaced(message: schemas.Message, **fields: object) -> bytes:
+    """``message`` as JSON with ``fields`` replaced, as a producer outside the contract might send it."""
+    return json.dumps({**json.loads(message.to_json()), **fields}).encode()
+
+
+def test_every_list_and_string_of_an_event_is_bounded() -> None:
+    event = schemas.DetectionEvent.parse(
+        detection_event("front", "front-1", jpeg(np.zeros((8, 8, 3), np.uint8)))
+    )
+    name = "z" * schemas.MAX_NAME_CHARS
+    for field, value in (
+        ("zones", ["door"] * 100_000),  # the message that made the relay's /api/events 8 MB
+        ("zones", [name] * (schemas.MAX_ZONES + 1)),
+        ("zones", [name + "z"]),
+        ("zones", [""]),
+        ("label", "p" * (schemas.MAX_NAME_CHARS + 1)),
+        ("event_id", "e" * 65),
+        ("camera", "c" * 33),
+        ("box", [0.1, 0.2, 0.3]),
+        ("box", [0.1, 0.2, 0.3, 0.4, 0.5]),
+        ("snapshot", "A" * (schemas.MAX_SNAPSHOT_CHARS + 4)),
+    ):
+        with pytest.raises(schemas.BadPayload, match=f"not a valid DetectionEvent: {field}"):
+            schemas.DetectionEvent.parse(replaced(event, **{field: value}))
+    # At every bound at once (names of 4-byte characters), an event still fits the broker's message limit.
+    largest = event.model_copy(
+        update={
+            "event_id": "e" * 64,
+            "camera": "c" * 32,
+            "label": "l" * 32,
+            "zones": ["😀" * schemas.MAX_NAME_CHARS] * schemas.MAX_ZONES,
+            "snapshot": "A" * schemas.MAX_SNAPSHOT_CHARS,
+        }
+    )
+    assert schemas.DetectionEvent.parse(largest.to_json()) == largest
+    assert len(largest.to_json()) <= schemas.MAX_FRAME_BYTES
+
+
+def test_every_string_of_the_other_messages_is_bounded() -> None:
+    info = camera_info("front")
+    for field, value in (
+        ("source", "rtsp://cam/" + "s" * schemas.MAX_TEXT_CHARS),
+        ("error", "e" * (schemas.MAX_TEXT_CHARS + 1)),
+        ("software_version", "v" * (schemas.MAX_NAME_CHARS + 1)),
+        ("camera", "Front"),
+    ):
+        with pytest.raises(schemas.BadPayload, match=f"not a valid CameraInfo: {field}"):
+            schemas.CameraInfo.parse(replaced(info, **{field: value}))
+    # The camera building its info shortens a long error (OpenCV's run to kilobytes) rather than failing.
+    built = schemas.CameraInfo.model_validate({**info.model_dump(), "error": "x" * 5000})
+    assert built.error is not None and len(built.error) == schemas.MAX_TEXT_CHARS and built.error[-1] == "…"
+    assert schemas.CameraInfo.parse(built.to_json()) == built
+
+    with pytest.raises(schemas.BadPayload, match="not a valid AlarmCommand: tone"):
+        schemas.AlarmCommand.parse(b'{"state": "ON", "tone": "' + b"t" * 65 + b'"}')
+
+    stats = schemas.DetectorStats(
+        instance="detector-a", interval_s=30, cameras={"front": schemas.CameraStats()}, published_at=1.0
+    )
+    assert schemas.DetectorStats.parse(stats.to_json()) == stats
+    cameras: dict[str, object] = {f"cam{index}": {} for index in range(schemas.MAX_STATS_CAMERAS + 1)}
+    cases: list[tuple[str, object]] = [
+        ("instance", "i" * (schemas.MAX_NAME_CHARS + 1)),
+        ("cameras", cameras),
+        ("cameras", {"Not/A/Camera": {}}),
+    ]
+    for name, bad in cases:
+        with pytest.raises(schemas.BadPayload, match=f"not a valid DetectorStats: {name}"):
+            schemas.DetectorStats.parse(replaced(stats, **{name: bad}))
+
+
 def test_a_bad_setting_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_PORT", "70000")
     with pytest.raises(Exception) as caught:
@@ -109,6 +191,16 @@ def test_a_bad_password_setting_is_not_echoed() -> None:
         "sentrycam-x: invalid setting MQTT_CA_FILE=/nonexistent/ca.pem: no such file: /nonexistent/ca.pem"
     ]
     assert "hunter2" not in result.stderr
+
+
+def test_a_refused_secret_key_is_not_echoed_either() -> None:
+    class Keyed(ServiceSettings):
+        web_secret_key: SecretStr = Field(min_length=32)
+
+    with pytest.raises(ValidationError) as caught:
+        Keyed(web_secret_key="short-secret")
+    line = describe_error(caught.value)
+    assert line.startswith("invalid setting WEB_SECRET_KEY: ") and "short-secret" not in line
 
 
 def test_rate_limited_log_reports_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

@@ -12,13 +12,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import pytest
 
 from scripts import fetch_model
+from services.common import schemas
+from services.common.mqtt import MqttClient
 from services.common.service import create_handler
+from services.detector import events
 from services.detector import model as model_module
 from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
@@ -33,7 +37,7 @@ from services.detector.scene import (
     zones_of,
 )
 from services.detector.settings import DetectorSettings
-from services.detector.tracker import CameraTracker, Change, Confirmation
+from services.detector.tracker import CameraTracker, Change, Confirmation, OpenEvent
 from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, read_frames, service_env
 
 MODEL = MODEL_DIR / "detect.tflite"
@@ -171,6 +175,55 @@ def test_scene_config_from_yaml(tmp_path: Path) -> None:
         path.write_text(bad)
         with pytest.raises(SceneConfigError):
             load_scene_config(path)
+
+
+def test_zones_fit_the_bounds_of_the_event_message(tmp_path: Path) -> None:
+    """Every event names its zones, and consumers refuse more than 32 or a name over 64 characters: such
+    a config stops the detector at start rather than making events nobody takes."""
+    path = tmp_path / "scene.yaml"
+    triangle = "[[0, 0], [1, 0], [1, 1]]"
+
+    def zones(names: list[str]) -> str:
+        return "cameras:\n  a:\n    zones:\n" + "".join(f"      '{name}': {triangle}\n" for name in names)
+
+    path.write_text(zones([f"z{index}" for index in range(32)] + ["n" * 64]))
+    with pytest.raises(SceneConfigError, match=r"cameras\.a\.zones: Dictionary should have at most 32 items"):
+        load_scene_config(path)
+    path.write_text(zones(["n" * 65]))
+    with pytest.raises(SceneConfigError, match="String should have at most 64 characters"):
+        load_scene_config(path)
+    path.write_text(zones([f"z{index}" for index in range(31)] + ["n" * 64]))
+    assert len(load_scene_config(path).cameras["a"].zones) == 32
+
+
+class RecordingClient:
+    """Stands in for the MQTT client where only what is published matters."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes | str, **_options: Any) -> None:
+        self.published.append((topic, payload.encode() if isinstance(payload, str) else payload))
+
+
+def test_a_snapshot_too_big_for_the_event_message_is_left_out_of_it(caplog: pytest.LogCaptureFixture) -> None:
+    """The event goes out without the picture rather than over the broker's message limit (or not at all)."""
+    noise = np.random.default_rng(1).integers(0, 256, (3000, 3000, 3), np.uint8)  # JPEG of about 7 MB
+    person = Detection("person", 0.9, (0.1, 0.1, 0.5, 0.9))
+    opened = OpenEvent("big-1-person", 1.0, 0.9, 0.9, person, [], 1.0, 1.0, 1.0)
+    client = RecordingClient()
+    events.publish_change(
+        cast(MqttClient, client),
+        logging.getLogger("test"),
+        "big",
+        Change("start", "person", opened, 1.0, [person]),
+        noise,
+    )
+    published = dict(client.published)
+    message = schemas.DetectionEvent.parse(published["cam/big/person"])
+    assert (message.type, message.snapshot) == ("start", None)
+    assert len(published["cam/big/person/snapshot"]) > schemas.MAX_SNAPSHOT_BYTES
+    assert "snapshot of" in caplog.text and "is too big for the event message; sent without it" in caplog.text
 
 
 # ---- confirmation on the real footage

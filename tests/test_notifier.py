@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import subprocess
@@ -18,13 +19,14 @@ import pytest
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
-from services.notifier.handler import in_quiet_hours
+from services.notifier.handler import in_quiet_hours, open_outbox
 from services.notifier.sender import retry_delay
 from services.notifier.settings import parse_schedule
 from tests.camera_support import camera_settings
 from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, snapshot_jpeg
 from tests.support import Collector, ServiceProcess, detection_event, service_env
 from tests.test_alarm import PLAYER, PlayerWatch
+from tests.test_common import forged_jpeg
 
 # aiosmtpd warns about AUTH without STARTTLS even on an implicit-TLS (ssl) port; that is the point there.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -122,7 +124,7 @@ def test_bad_events_are_counted_and_logged_never_fatal(rig: Rig, jpeg: bytes) ->
         b"{}",
         good.replace(b'"version":1', b'"version":2'),
         good.replace(b'"camera":"badin"', b'"camera":"other"'),
-        detection_event("badin", "badin-x", b"\xff\xd8\xffnot really a jpeg"),
+        good.replace(b'"zones":[]', b'"zones":[' + b",".join([b'"door"'] * 100_000) + b"]"),
     ):
         rig.watcher.publish(topic, bad)
     rig.watcher.publish(topics.ARMED_SET, b"MAYBE")
@@ -136,6 +138,40 @@ def test_bad_events_are_counted_and_logged_never_fatal(rig: Rig, jpeg: bytes) ->
     assert notifier.log.count("ignored a bad message on cam/badin/person") == 1
     assert "ignored a bad message on sentrycam/armed/set (6 so far)" in notifier.log
     assert notifier.process is not None and notifier.process.poll() is None
+
+
+def test_a_snapshot_the_relay_would_refuse_is_not_attached_but_the_alert_is_emailed(
+    rig: Rig, jpeg: bytes
+) -> None:
+    notifier = rig.start()
+    bomb = forged_jpeg(32768, 32768)  # 631 bytes claiming 1 Gpixel: a decompression bomb for the reader
+    rig.event("bomb", "bomb-0", bomb)
+    rig.event("notjpeg", "notjpeg-0", b"\xff\xd8\xffnot really a jpeg\xff\xd9")
+    not_base64 = detection_event("nob64", "nob64-0", jpeg).replace(b'"snapshot":"', b'"snapshot":"!')
+    rig.watcher.publish(topics.event("nob64", "person"), not_base64)
+    rig.event("fine", "fine-0", jpeg)
+
+    mails = {mail.message["Message-ID"]: mail for mail in rig.smtp.wait_count(4)}
+    for event_id in ("bomb-0", "notjpeg-0", "nob64-0"):
+        mail = mails[f"<{event_id}@sentrycam>"]
+        assert [p for p in mail.message.walk() if p.get_content_maintype() == "image"] == [], event_id
+        assert "(The event carried no usable snapshot.)" in mail.text()
+    assert mails["<fine-0@sentrycam>"].attachment()[1] == jpeg
+    # Counted as bad input and logged, each with why.
+    for count, (event_id, why) in enumerate(
+        (
+            ("bomb-0", "JPEG of 32768x32768 pixels, more than 40000000"),
+            ("notjpeg-0", "JPEG without a frame header"),
+            ("nob64-0", "snapshot is not base64"),
+        ),
+        start=1,
+    ):
+        assert re.search(
+            rf"refused the snapshot of event {event_id} on cam/\w+/person \({count} bad inputs so far\): "
+            rf"{why}; the alert goes without it",
+            notifier.log,
+        ), notifier.log
+    assert notifier.stop() == 0
 
 
 def test_cooldown_one_email_per_camera(rig: Rig, jpeg: bytes) -> None:
@@ -192,6 +228,107 @@ def test_disarmed_means_no_email_and_no_alarm_until_rearmed(rig: Rig, jpeg: byte
     assert len(rig.smtp.mails) == 1
     assert len(rig.watcher.on("cam/+/alarm/set")) == 1
     assert "shed-1): recorded, not emailed: disarmed" in notifier.log
+
+
+def test_only_a_fresh_detection_sounds_the_deterrent(rig: Rig, jpeg: bytes) -> None:
+    notifier = rig.start(DETERRENT_CAMERAS="all")
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON")
+    assert notifier.stop() == 0
+    rig.watcher.wait_for(NOTIFIER_STATUS, lambda m: m.payload == b"offline")
+    # Detected a minute ago and kept by the broker while the notifier was away: whoever it was has gone.
+    rig.event("stale", "stale-0", jpeg, started_at=time.time() - 60)
+
+    notifier = rig.start(DETERRENT_CAMERAS="all")
+    rig.event("fresh", "fresh-0", jpeg)
+    mails = rig.smtp.wait_count(2)
+    assert sorted(m.message["Message-ID"] for m in mails) == ["<fresh-0@sentrycam>", "<stale-0@sentrycam>"]
+    rig.watcher.wait_for(topics.alarm_set("fresh"))
+    assert notifier.stop() == 0
+    assert [m.topic for m in rig.watcher.on("cam/+/alarm/set")] == [topics.alarm_set("fresh")]
+    assert re.search(
+        r"deterrent: not sounded on stale for stale-0: detected 60 s ago, over DETERRENT_MAX_AGE=10 s",
+        notifier.log,
+    )
+
+
+def test_a_late_event_is_judged_by_the_arming_state_when_it_was_detected(rig: Rig, jpeg: bytes) -> None:
+    """A detector cut off from the broker sends its events when it is back (its MQTT client keeps them), and
+    meanwhile the owner has re-armed and the notifier was restarted: the events are judged by the arming
+    state of their time, for the email and the deterrent, not by the state when they arrive."""
+    notifier = rig.start(DETERRENT_CAMERAS="all", DETERRENT_MAX_AGE="120")
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON")
+    since = time.time()
+    rig.watcher.publish(topics.ARMED_SET, b"OFF")  # t1: the owner is at home
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"OFF" and m.at >= since)
+    time.sleep(0.2)
+    owner = detection_event("hall", "hall-0", jpeg)  # t2: the owner in the hall; the detector's link is down
+    time.sleep(0.2)
+    since = time.time()
+    rig.watcher.publish(topics.ARMED_SET, b"ON")  # t3: the owner leaves and arms
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON" and m.at >= since)
+    time.sleep(0.2)
+    stranger = detection_event("porch", "porch-0", jpeg)  # t4: someone at the porch, still not delivered
+    assert notifier.stop() == 0
+    rig.watcher.wait_for(NOTIFIER_STATUS, lambda m: m.payload == b"offline" and m.at >= since)
+    # The detector's link is back: the broker keeps both events for the notifier, which is back at t5.
+    rig.watcher.publish(topics.event("hall", "person"), owner)
+    rig.watcher.publish(topics.event("porch", "person"), stranger)
+
+    notifier = rig.start(DETERRENT_CAMERAS="all", DETERRENT_MAX_AGE="120")
+    assert rig.smtp.wait_count(1)[0].message["Message-ID"] == "<porch-0@sentrycam>"
+    rig.watcher.wait_for(topics.alarm_set("porch"))
+    notifier.wait_for_log(r"person on hall \(hall-0\): recorded, not emailed: disarmed")
+    assert notifier.stop() == 0
+    assert len(rig.smtp.mails) == 1
+    assert [m.topic for m in rig.watcher.on("cam/+/alarm/set")] == [topics.alarm_set("porch")]
+
+
+def test_arming_commands_kept_while_the_notifier_was_away_count_in_their_order(rig: Rig, jpeg: bytes) -> None:
+    """Arming commands carry no time: one the broker kept for the stopped notifier counts from the events
+    queued before it, so the events queued after it are judged by it, and those before by the one before."""
+    notifier = rig.start(DETERRENT_CAMERAS="all", DETERRENT_MAX_AGE="120")
+    rig.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON")
+    rig.event("lane", "lane-0", jpeg)  # armed: emailed
+    rig.smtp.wait_count(1)
+    assert notifier.stop() == 0
+    rig.watcher.wait_for(NOTIFIER_STATUS, lambda m: m.payload == b"offline")
+    # While it is away: the owner comes home and disarms, walks past a camera, re-arms and leaves; a stranger.
+    rig.watcher.publish(topics.ARMED_SET, b"OFF")
+    time.sleep(0.1)
+    rig.event("yard", "yard-0", jpeg)
+    time.sleep(0.1)
+    rig.watcher.publish(topics.ARMED_SET, b"ON")
+    time.sleep(0.1)
+    rig.event("gate", "gate-0", jpeg)
+
+    notifier = rig.start(DETERRENT_CAMERAS="all", DETERRENT_MAX_AGE="120")
+    mails = rig.smtp.wait_count(2)
+    assert [m.message["Message-ID"] for m in mails] == ["<lane-0@sentrycam>", "<gate-0@sentrycam>"]
+    rig.watcher.wait_for(topics.alarm_set("gate"))
+    notifier.wait_for_log(r"person on yard \(yard-0\): recorded, not emailed: disarmed")
+    assert notifier.stop() == 0
+    assert re.search(r"INFO .*disarmed: .*\(sent while we were away: counts from ", notifier.log)
+    assert [m.topic for m in rig.watcher.on("cam/+/alarm/set")] == [
+        topics.alarm_set("lane"),
+        topics.alarm_set("gate"),
+    ]
+    with sqlite3.connect(rig.data_dir / "outbox.sqlite3") as db:
+        history = db.execute("SELECT at, armed FROM arming ORDER BY id").fetchall()
+    assert [armed for _at, armed in history] == [1, 0, 1]
+    assert [at for at, _armed in history] == sorted(at for at, _armed in history)
+
+
+def test_an_outbox_from_before_the_arming_history_keeps_its_state(rig: Rig, jpeg: bytes) -> None:
+    rig.data_dir.mkdir(mode=0o700)
+    with sqlite3.connect(rig.data_dir / "outbox.sqlite3") as db:  # as an older notifier left it
+        db.execute("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO state VALUES ('armed', 'OFF')")
+    notifier = rig.start()
+    rig.event("old", "old-0", jpeg)
+    notifier.wait_for_log(r"old-0\): recorded, not emailed: disarmed")
+    assert notifier.stop() == 0
+    with sqlite3.connect(rig.data_dir / "outbox.sqlite3") as db:
+        assert db.execute("SELECT armed FROM arming").fetchall() == [(0,)]
 
 
 def test_the_deterrent_plays_on_the_real_camera_service(
@@ -395,6 +532,33 @@ def test_a_data_dir_that_cannot_be_made_stops_the_service_with_one_line(tmp_path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"sentrycam-notifier: invalid setting NOTIFY_DATA_DIR={not_a_dir / 'data'}:")
     assert "Traceback" not in result.stderr
+
+
+def file_modes(directory: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mode & 0o777 for path in (directory, *directory.iterdir())}
+
+
+PRIVATE = {"data": 0o700, "outbox.sqlite3": 0o600, "outbox.sqlite3-wal": 0o600, "outbox.sqlite3-shm": 0o600}
+
+
+def test_the_data_dir_and_outbox_are_for_the_notifiers_user_only(rig: Rig, jpeg: bytes) -> None:
+    """The outbox holds snapshots from inside the house: not for other users of the machine."""
+    notifier = rig.start()
+    rig.event("private", "private-0", jpeg)
+    rig.smtp.wait_count(1)
+    assert file_modes(rig.data_dir) == PRIVATE
+    notifier.kill()  # leaves the -wal and -shm files behind
+
+    # A data dir and outbox from before, readable by everyone, are made private at the next start.
+    rig.data_dir.chmod(0o755)
+    for path in rig.data_dir.iterdir():
+        path.chmod(0o644)
+    assert file_modes(rig.data_dir) == {name: 0o644 for name in PRIVATE} | {"data": 0o755}
+    outbox = open_outbox(rig.data_dir, logging.getLogger("test"))
+    try:
+        assert file_modes(rig.data_dir) == PRIVATE
+    finally:
+        outbox.close()
 
 
 @pytest.mark.parametrize("setting", ["SMTP_HOST", "SMTP_USERNAME", "EMAIL_FROM"])

@@ -13,7 +13,15 @@ from typing import Annotated, Literal, Self
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from services.common import topics
 
@@ -22,9 +30,21 @@ SCHEMA_VERSION = 1
 # Frames bigger than this are refused by consumers; the broker's message_size_limit matches it.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 
+# Every list and string of a JSON message is bounded: a consumer refuses a message over a bound (BadPayload,
+# counted), so nothing it stores or passes on (the relay's /api/events, an email) can be blown up by one.
+MAX_NAME_CHARS = 64  # labels, zone names, tones, versions, instance names
+MAX_TEXT_CHARS = 256  # free text: a camera's source and its error
+MAX_ZONES = 32
+MAX_STATS_CAMERAS = 1000  # cameras in one DetectorStats
+# The snapshot in an event, base64: room is left for the other (bounded) fields, so that an event always fits
+# the broker's message_size_limit (MAX_FRAME_BYTES). MAX_SNAPSHOT_BYTES is the largest JPEG that fits.
+MAX_SNAPSHOT_CHARS = MAX_FRAME_BYTES - 64 * 1024
+MAX_SNAPSHOT_BYTES = MAX_SNAPSHOT_CHARS // 4 * 3
+
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 # A camera id that is safe as a topic level (see topics.validate_camera_id).
-CameraId = Annotated[str, AfterValidator(topics.validate_camera_id)]
+CameraId = Annotated[str, Field(max_length=32), AfterValidator(topics.validate_camera_id)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class BadPayload(ValueError):
@@ -47,7 +67,12 @@ class Message(BaseModel):
         try:
             return cls.model_validate_json(payload)
         except ValidationError as error:
-            raise BadPayload(f"not a valid {cls.__name__}: {error.errors()[0]['msg']}") from error
+            first = error.errors()[0]
+            # The location may hold a key from the message: clipped, as it goes into a log line.
+            where = ".".join(str(part) for part in first["loc"])[:80]
+            raise BadPayload(
+                f"not a valid {cls.__name__}: {where + ': ' if where else ''}{first['msg']}"
+            ) from error
 
 
 class FrameMeta(BaseModel):
@@ -93,15 +118,27 @@ class CameraInfo(Message):
 
     camera: CameraId
     source_kind: Literal["device", "file", "stream", "picamera"]
-    source: str = Field(description="The source with any password removed.")
+    source: str = Field(max_length=MAX_TEXT_CHARS, description="The source with any password removed.")
     state: Literal["streaming", "reconnecting", "stopped"]
     width: int | None = None
     height: int | None = None
     fps: float = Field(description="Publish rate cap, frames per second.")
     source_fps: float | None = None
-    error: str | None = Field(None, description="Why the source is reconnecting, when it is.")
-    software_version: str
+    error: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="Why the source is reconnecting, when it is."
+    )
+    software_version: str = Field(max_length=MAX_NAME_CHARS)
     updated_at: float = Field(description="Epoch seconds.")
+
+    @field_validator("source", "error", "software_version", mode="before")
+    @classmethod
+    def shortened_when_built(cls, value: object, info: ValidationInfo) -> object:
+        """The camera building its info shortens a long text (an OpenCV error can run to kilobytes) instead
+        of failing; a received message (JSON) with a text over its bound is refused."""
+        limit = MAX_NAME_CHARS if info.field_name == "software_version" else MAX_TEXT_CHARS
+        if info.mode == "python" and isinstance(value, str) and len(value) > limit:
+            return value[: limit - 1] + "…"
+        return value
 
 
 def parse_on_off(payload: bytes) -> bool:
@@ -122,7 +159,7 @@ class AlarmCommand(Message):
     """``cam/<id>/alarm/set``: like Home Assistant's siren, JSON or plain ``ON``/``OFF``."""
 
     state: Literal["ON", "OFF"]
-    tone: str | None = Field(None, max_length=64)
+    tone: str | None = Field(None, max_length=MAX_NAME_CHARS)
     duration: float | None = Field(None, gt=0, le=600, description="Seconds; none = the camera's default.")
 
     @field_validator("state", mode="before")
@@ -147,17 +184,19 @@ class DetectionEvent(Message):
     type: Literal["start", "update", "end"]
     event_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     camera: CameraId
-    label: str
+    label: str = Field(max_length=MAX_NAME_CHARS)
     score: UnitFloat = Field(description="Smoothed (median) score of the latest sighting.")
     top_score: UnitFloat = Field(description="Best smoothed score over the event so far.")
     box: Box = Field(description="x_min, y_min, x_max, y_max, normalized 0-1.")
-    zones: list[str] = Field(default_factory=list)
+    zones: list[Name] = Field(default_factory=list, max_length=MAX_ZONES)
     started_at: float = Field(description="Epoch seconds of the first confirming frame's capture.")
     ended_at: float | None = Field(None, description="Epoch seconds; set on end.")
     frame_time: float = Field(description="Capture time of the frame this message describes, epoch seconds.")
     detected_at: float = Field(description="When the detector finished with that frame, epoch seconds.")
     snapshot: str | None = Field(
-        None, description="Annotated JPEG, base64; on start and on updates with a better view."
+        None,
+        max_length=MAX_SNAPSHOT_CHARS,
+        description="Annotated JPEG, base64; on start and on updates with a better view.",
     )
 
     @field_validator("label")
@@ -206,9 +245,9 @@ class CameraStats(BaseModel):
 class DetectorStats(Message):
     """``sentrycam/detector/stats``, every 30 s."""
 
-    instance: str
+    instance: Name
     interval_s: float
-    cameras: dict[str, CameraStats]
+    cameras: dict[CameraId, CameraStats] = Field(max_length=MAX_STATS_CAMERAS)
     published_at: float
     frames_bad_camera_id: int = 0
 

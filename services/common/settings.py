@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXIT_BAD_SETTINGS = 2
 
+# A setting whose name has one of these words is never echoed in an error line (logs are often shared).
+SECRET_WORDS = ("password", "secret", "key")
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -78,7 +81,8 @@ def describe_error(error: ValidationError) -> str:
     first = error.errors()[0]
     name = str(first["loc"][0]).upper() if first["loc"] else "settings"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) or "password" in name.lower() else f"={value!s}"
+    secret = any(word in name.lower() for word in SECRET_WORDS)
+    shown = "" if isinstance(value, dict) or secret else f"={value!s}"
     message = first["msg"].removeprefix("Value error, ")
     return f"invalid setting {name}{shown}: {message}"
 

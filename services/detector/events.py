@@ -78,7 +78,18 @@ def publish_change(
     """The event message; with a snapshot (also retained on its own topic) when the change has boxes to
     draw; the label's retained state on start and end."""
     snapshot = annotate(image, change.detections) if image is not None and change.detections else None
-    message = event_message(camera, change, snapshot)
+    carried = snapshot
+    if snapshot is not None and len(snapshot) > schemas.MAX_SNAPSHOT_BYTES:
+        # The event must fit the broker's message limit: it goes out without the picture instead.
+        logger.warning(
+            "%s %s on %s: snapshot of %d bytes is too big for the event message; sent without it",
+            change.type,
+            change.label,
+            camera,
+            len(snapshot),
+        )
+        carried = None
+    message = event_message(camera, change, carried)
     client.publish(topics.event(camera, change.label), message.to_json(), qos=1)
     if snapshot is not None:
         client.publish(topics.label_snapshot(camera, change.label), snapshot, qos=1, retain=True)

@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
 from services.common.hass import HassDiscovery
+from services.common.jpeg import check_jpeg
 from services.common.mqtt import MqttClient, RateLimitedLog, Route
 from services.common.service import Presence, ServiceHandler
 from services.detector import events
@@ -26,12 +27,18 @@ def instance_name(settings: DetectorSettings) -> str:
     return settings.detector_instance or f"{socket.gethostname()[:20]}-{os.getpid()}"
 
 
-def payload_problem(payload: bytes, max_bytes: int) -> str | None:
-    """What makes a frame unusable before it is decoded, if anything."""
+def payload_problem(payload: bytes, max_bytes: int, max_pixels: int) -> str | None:
+    """What makes a frame unusable before it is decoded, if anything: its size in bytes, its markers, and
+    the pixels its frame header claims (a forged header of a few hundred bytes can claim 32768x32768, which
+    even the quarter-size decode would make 8192x8192)."""
     if len(payload) > max_bytes:
         return f"{len(payload)} bytes, more than DETECTOR_MAX_FRAME_BYTES"
     if not schemas.looks_like_jpeg(payload):
         return f"not a JPEG ({len(payload)} bytes starting {payload[:8]!r})"
+    try:
+        check_jpeg(payload, max_bytes=max_bytes, max_pixels=max_pixels)
+    except schemas.BadPayload as error:
+        return str(error)
     return None
 
 
@@ -110,7 +117,10 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             self._bad_log.report("camera-id", f"frame on {message.topic[:80]!r}: not a valid camera id")
             return
         payload = bytes(message.payload)
-        problem = payload_problem(payload, self.settings.detector_max_frame_bytes)
+        settings = self.settings
+        problem = payload_problem(
+            payload, settings.detector_max_frame_bytes, settings.detector_max_frame_pixels
+        )
         usable = problem is None
         try:
             meta = schemas.FrameMeta.from_properties(getattr(message, "properties", None))

@@ -208,15 +208,12 @@ class Pipeline:
 
     def _prepare(self, feed: CameraFeed, pending: PendingFrame) -> ReadyFrame | None:
         data = np.frombuffer(pending.payload, np.uint8)
-        # The motion check and the size check need only a grey quarter-size decode (libjpeg scales while
-        # decoding, about 5x cheaper); the full decode is paid only for frames that go to the model.
+        # The frame's header was checked on arrival (payload_problem): it has at most
+        # DETECTOR_MAX_FRAME_PIXELS. The motion check needs only a grey quarter-size decode (libjpeg scales
+        # while decoding, about 5x cheaper); the full decode is paid only for frames that go to the model.
         small = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_4)
         if small is None or small.size == 0:
             self._bad_frame(feed, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
-            return None
-        if small.shape[0] * small.shape[1] * 16 > self._settings.detector_max_frame_pixels:
-            size = f"about {small.shape[1] * 4}x{small.shape[0] * 4}"
-            self._bad_frame(feed, f"{size} is more than DETECTOR_MAX_FRAME_PIXELS")
             return None
         if self._settings.detector_motion and not feed.gate.should_infer(
             small, time.monotonic(), feed.tracking
@@ -291,9 +288,10 @@ class Pipeline:
         now = time.monotonic()
         interval = max(now - self._last_stats, 1e-6)
         with self._changed:
+            # The message has room for MAX_STATS_CAMERAS cameras; more than that on one detector is absurd.
+            feeds = list(self._feeds.items())[: schemas.MAX_STATS_CAMERAS]
             cameras = {
-                camera: feed.stats.report(interval, detecting=feed.detecting)
-                for camera, feed in self._feeds.items()
+                camera: feed.stats.report(interval, detecting=feed.detecting) for camera, feed in feeds
             }
             bad_ids = self._frames_bad_camera_id
         self._last_stats = now

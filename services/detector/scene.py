@@ -24,11 +24,13 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.common import topics
+from services.common import schemas, topics
 from services.detector.model import Detection
 
 Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
 Polygon = Annotated[list[Point], Field(min_length=3)]
+# Zone names go into every event message, whose zones list and names are bounded (docs/mqtt.md).
+ZoneName = Annotated[str, Field(min_length=1, max_length=schemas.MAX_NAME_CHARS)]
 
 
 class CameraRules(BaseModel):
@@ -40,7 +42,7 @@ class CameraRules(BaseModel):
     threshold: float | None = Field(None, gt=0.0, le=1.0)
     min_area: float | None = Field(None, ge=0.0, le=1.0)
     max_area: float | None = Field(None, gt=0.0, le=1.0)
-    zones: dict[str, Polygon] = Field(default_factory=dict)
+    zones: dict[ZoneName, Polygon] = Field(default_factory=dict, max_length=schemas.MAX_ZONES)
     masks: list[Polygon] = Field(default_factory=list)
 
     @field_validator("objects")

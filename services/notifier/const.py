@@ -21,3 +21,10 @@ BAD_INPUT_LOG_INTERVAL_S = 60.0
 OUTBOX_BUSY_TIMEOUT_S = 1.0
 # After the outbox failed, the sender tries again this much later.
 OUTBOX_RETRY_S = 5.0
+# The arming history keeps the changes of at least this long (the broker keeps events this long for us) or
+# NOTIFY_MAX_AGE, whichever is longer, and never more than this many changes.
+ARMING_KEEP_MIN_S = SESSION_EXPIRY_S
+ARMING_HISTORY_MAX_CHANGES = 10_000
+# Modes of NOTIFY_DATA_DIR and of the files in it: the outbox holds snapshots from inside the house.
+DATA_DIR_MODE = 0o700
+DATA_FILE_MODE = 0o600

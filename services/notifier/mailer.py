@@ -50,7 +50,7 @@ def body(alert: Alert, base_url: str | None) -> str:
     if url:
         lines.append(f'Event: <a href="{html.escape(url)}">{html.escape(url)}</a>')
     if alert.snapshot is None:
-        lines.append("(The event carried no snapshot.)")
+        lines.append("(The event carried no usable snapshot.)")
     return "\n".join(lines)
 
 

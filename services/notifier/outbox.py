@@ -4,6 +4,9 @@ A row is ``pending`` until the SMTP server has accepted the email (then ``sent``
 NOTIFY_MAX_AGE (then ``expired``). Events that are recorded but not emailed (cooldown, quiet hours,
 disarmed, email off) are ``suppressed`` with the reason. The event id is unique, so an event the broker
 delivers twice (QoS 1 after a crash) is recorded, and alerted, once.
+
+The same database keeps the arming state and its history: each change with the time it took effect, so
+that an event is judged by the state in force when it was detected (docs/notifier.md, "Arming").
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.database import open_durable
-from services.notifier.const import OUTBOX_BUSY_TIMEOUT_S
+from services.notifier.const import ARMING_HISTORY_MAX_CHANGES, OUTBOX_BUSY_TIMEOUT_S
 
 Status = Literal["pending", "sent", "expired", "suppressed"]
 # Rows this old are deleted at start, so the outbox does not grow for ever.
@@ -38,6 +41,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_due ON alerts (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS arming (id INTEGER PRIMARY KEY, at REAL NOT NULL, armed INTEGER NOT NULL);
 """
 
 
@@ -163,8 +167,48 @@ class Outbox:
             row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_state(self, key: str, value: str) -> None:
-        self._update("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+    def latest_handled_at(self) -> float | None:
+        """When the latest event still in the outbox was handled (its row written)."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(created_at) FROM alerts").fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def arming_history(self) -> list[tuple[float, bool]]:
+        """Every arming change kept, oldest first: (when it took effect, armed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT at, armed FROM arming ORDER BY id").fetchall()
+        return [(float(at), bool(armed)) for at, armed in rows]
+
+    def set_armed(self, key: str, value: str, change: tuple[float, bool] | None, keep_since: float) -> None:
+        """The arming state under ``key``, and ``change`` (when it took effect, armed) added to the history,
+        in one transaction: both are stored or neither is. The history is pruned as in prune_arming."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+                if change is not None:
+                    self._db.execute("INSERT INTO arming (at, armed) VALUES (?, ?)", change)
+                    self._prune_arming(keep_since)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def prune_arming(self, keep_since: float) -> int:
+        with self._lock:
+            return self._prune_arming(keep_since)
+
+    def _prune_arming(self, keep_since: float) -> int:
+        """Drop the changes made before ``keep_since``, except the one in force then (the state at any moment
+        since stays known), and all but the latest ARMING_HISTORY_MAX_CHANGES (someone toggling for hours)."""
+        before = self._db.execute(
+            "DELETE FROM arming WHERE id < (SELECT MAX(id) FROM arming WHERE at <= ?)", (keep_since,)
+        ).rowcount
+        beyond = self._db.execute(
+            "DELETE FROM arming WHERE id <= (SELECT id FROM arming ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (ARMING_HISTORY_MAX_CHANGES,),
+        ).rowcount
+        return before + beyond
 
     def _update(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock:

@@ -107,6 +107,13 @@ class NotifierSettings(ServiceSettings):
         "all. Empty = no deterrent.",
     )
     deterrent_duration: float = Field(10.0, gt=0, le=600, description="Seconds the deterrent sound plays.")
+    deterrent_max_age: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds after its detection (detected_at) during which an event still sounds the "
+        "deterrent; older ones (queued while the notifier was away, or late) are emailed but sound nothing.",
+    )
 
     @field_validator("smtp_host", "smtp_username", "email_from")
     @classmethod
