@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -413,3 +417,151 @@ def test_the_timeline_pages_on_to_older_events(web: tuple[WebRelay, Flask], publ
     second = client.get("/events" + older.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert f'data-event="{camera}-4-person"' in second and f'data-event="{camera}-5-person"' not in second
     assert "Older events" not in second
+
+
+def test_logout_ends_the_session_for_every_copy_of_its_cookie_also_after_a_restart(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "web"
+    with running_relay(broker, data_dir) as (_relay, app):
+        client, token = logged_in(app)
+        copied = cookie_of(client)
+        thief = app.test_client()
+        thief.set_cookie("sentrycam_session", copied)
+        assert thief.get("/api/status").status_code == 200
+        kept, _token = logged_in(app)  # another sign-in, which stays
+        kept_cookie = cookie_of(kept)
+        assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+        assert thief.get("/api/status").status_code == 401
+        assert kept.get("/api/status").status_code == 200
+    # The sessions are kept in the data directory: a restart brings neither back what was logged out nor
+    # logs out the others.
+    with running_relay(broker, data_dir) as (_relay, app):
+        for cookie, status in ((copied, 401), (kept_cookie, 200)):
+            browser = app.test_client()
+            browser.set_cookie("sentrycam_session", cookie)
+            assert browser.get("/api/status").status_code == status
+
+
+def cookie_of(client: FlaskClient) -> str:
+    cookie = client.get_cookie("sentrycam_session")
+    assert cookie is not None
+    return cookie.value
+
+
+def event_state(client: FlaskClient, event_id: str) -> dict[str, Any] | None:
+    response = client.get(f"/api/events/{event_id}")
+    return response.get_json() if response.status_code == 200 else None
+
+
+def test_a_label_state_going_off_closes_that_labels_open_events(
+    broker: LocalBroker, tmp_path: Path, publisher: Collector
+) -> None:
+    camera, other = "web-off", "web-off2"
+    person, car, elsewhere = f"{camera}-1-person", f"{camera}-1-car", f"{other}-1-person"
+    off_topic = topics.label_state(camera, "person")
+    data_dir = tmp_path / "web"
+    with running_relay(broker, data_dir) as (relay, app):
+        client, _token = logged_in(app)
+        pages = relay.broadcaster.subscribe()
+        for cam, event_id, label in (
+            (camera, person, "person"),
+            (camera, car, "car"),
+            (other, elsewhere, "person"),
+        ):
+            publisher.publish(topics.event(cam, label), detection_event(cam, event_id, label=label))
+        for event_id in (person, car, elsewhere):
+            wait_until(functools.partial(event_state, client, event_id), what=f"{event_id} stored")
+        before = relay.bad_payloads
+        publisher.publish(off_topic, "ON", retain=True)  # the events say more
+        publisher.publish(topics.label_state(camera, "car"), "maybe", retain=True)
+        wait_until(lambda: relay.bad_payloads == before + 1, what="bad label state counted")
+        publisher.publish(off_topic, "OFF", retain=True)
+        closed = wait_until(
+            lambda: (event := event_state(client, person)) and event["ended_at"] and event, what="closed"
+        )
+        # Ended at its last message, as far as the relay knows.
+        assert closed["ended_at"] == closed["updated_at"]
+        assert event_state(client, car)["ended_at"] is None  # type: ignore[index]
+        assert event_state(client, elsewhere)["ended_at"] is None  # type: ignore[index]
+        told = [data for kind, data in drain(pages) if kind == "event"]
+        assert any(event.event_id == person and event.ended_at for event in told)  # type: ignore[attr-defined]
+        # A later message of the event shows it was not over after all: it opens again.
+        publisher.publish(topics.event(camera, "person"), detection_event(camera, person, kind="update"))
+        wait_until(lambda: event_state(client, person)["ended_at"] is None, what="reopened")  # type: ignore[index]
+        assert relay.bad_payloads == before + 1
+    # The detector restarts while the relay is away: its retained OFF closes what the relay left open.
+    publisher.publish(off_topic, "OFF", retain=True)
+    with running_relay(broker, data_dir) as (relay, app):
+        client, _token = logged_in(app)
+        wait_until(lambda: event_state(client, person)["ended_at"], what="closed at start")  # type: ignore[index]
+        assert event_state(client, car)["ended_at"] is None  # type: ignore[index]
+    for label in ("person", "car"):
+        publisher.publish(topics.label_state(camera, label), b"", retain=True)
+
+
+def drain(listener: queue.Queue[tuple[str, object]]) -> list[tuple[str, object]]:
+    messages = []
+    while True:
+        try:
+            messages.append(listener.get_nowait())
+        except queue.Empty:
+            return messages
+
+
+def test_an_event_without_news_is_closed_by_the_relays_loop(
+    broker: LocalBroker, tmp_path: Path, publisher: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 s of silence instead of 60 s, checked every half second (the loop itself runs every second).
+    monkeypatch.setattr("services.web.relay.OPEN_EVENT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr("services.web.relay.OPEN_EVENT_CHECK_S", 0.5)
+    camera = "web-silent"
+    event_id = f"{camera}-1-person"
+    with running_relay(broker, tmp_path / "web") as (relay, app):
+        stop = threading.Event()
+        loop = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+        loop.start()
+        try:
+            client, _token = logged_in(app)
+            publisher.publish(topics.event(camera, "person"), detection_event(camera, event_id))
+            wait_until(lambda: event_state(client, event_id), what="stored")
+            # Updates within the bound keep it open.
+            for _ in range(3):
+                time.sleep(1.0)
+                publisher.publish(
+                    topics.event(camera, "person"), detection_event(camera, event_id, kind="update")
+                )
+                time.sleep(0.2)
+                assert event_state(client, event_id)["ended_at"] is None  # type: ignore[index]
+            # Then the detector falls silent (its end is lost): the relay's loop closes the event.
+            closed = wait_until(
+                lambda: (event := event_state(client, event_id)) and event["ended_at"] and event,
+                timeout=6,
+                what="closed for want of news",
+            )
+            assert closed["ended_at"] == closed["updated_at"]
+            # An end that arrives after all has the last word.
+            publisher.publish(topics.event(camera, "person"), detection_event(camera, event_id, kind="end"))
+            wait_until(
+                lambda: event_state(client, event_id)["ended_at"] != closed["ended_at"],  # type: ignore[index]
+                what="the detector's end",
+            )
+        finally:
+            stop.set()
+            loop.join(5)
+
+
+def test_an_event_with_a_huge_zones_list_is_refused_and_counted(
+    web: tuple[WebRelay, Flask], publisher: Collector
+) -> None:
+    """Fields are bounded by services/common/schemas.py (DetectionEvent): a 100,000-element zones list
+    made /api/events 8 MB."""
+    relay, app = web
+    client, _token = logged_in(app)
+    camera = "web-zones"
+    event = json.loads(detection_event(camera, f"{camera}-1-person"))
+    event["zones"] = [f"zone{index}" for index in range(100_000)]
+    before = relay.bad_payloads
+    publisher.publish(topics.event(camera, "person"), json.dumps(event).encode())
+    wait_until(lambda: relay.bad_payloads == before + 1, what="refused and counted")
+    assert client.get(f"/api/events/{camera}-1-person").status_code == 404

@@ -14,7 +14,7 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from tests.camera_support import camera_settings
 from tests.detector_support import detector_env, short_person_clip, wait_online
-from tests.support import REPO_ROOT, Collector, ServiceProcess
+from tests.support import REPO_ROOT, Collector, ServiceProcess, relay_mqtt_env
 from tests.web_support import PASSWORD, USERNAME
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,7 +46,7 @@ def start_relay(
     relay = service(
         "web",
         {
-            **broker.env("web"),
+            **relay_mqtt_env(broker, data_dir),
             "WEB_USERNAME": USERNAME,
             "WEB_PASSWORD": PASSWORD,
             "WEB_PORT": str(port),

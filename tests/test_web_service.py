@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import socket
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +16,14 @@ import pytest
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
-from tests.support import Collector, ServiceProcess, detection_event, footage_frames, wait_until
+from tests.support import (
+    Collector,
+    ServiceProcess,
+    detection_event,
+    footage_frames,
+    relay_mqtt_env,
+    wait_until,
+)
 from tests.web_support import PASSWORD, log_in, running_relay
 
 Service = Callable[..., ServiceProcess]
@@ -60,7 +70,7 @@ def test_an_event_the_store_could_not_take_comes_again_and_is_stored_once(
 
 def relay_env(broker: LocalBroker, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
-        **broker.env("web"),
+        **relay_mqtt_env(broker, tmp_path / "web"),
         "WEB_PASSWORD": PASSWORD,
         "WEB_HOST": "127.0.0.1",
         "WEB_PORT": str(free_port()),
@@ -161,3 +171,61 @@ def test_a_password_hash_of_an_unknown_method_stops_the_relay_with_one_line(
         "sentrycam-web: invalid setting WEB_PASSWORD_HASH: not a werkzeug password hash"
     ), line
     assert "0123456789abcdef" not in line
+
+
+SCRYPT_PREFIX = "scrypt:32768:8:1$saltsaltsaltsalt$"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [
+        ("WEB_PASSWORD", "a", "invalid setting WEB_PASSWORD: must be at least 8 characters"),
+        ("WEB_SECRET_KEY", "x", "invalid setting WEB_SECRET_KEY: must be at least 32 characters"),
+        # A hash no login can match, and one that made every check raise.
+        ("WEB_PASSWORD_HASH", SCRYPT_PREFIX + "abc", "must be 128 hex digits"),
+        ("WEB_PASSWORD_HASH", SCRYPT_PREFIX + "ä" * 128, "must be 128 hex digits"),
+    ],
+)
+def test_a_weak_password_or_key_or_a_malformed_hash_stops_the_relay_with_one_line(
+    broker: LocalBroker, service: Service, tmp_path: Path, *, setting: str, value: str, expected: str
+) -> None:
+    env = relay_env(broker, tmp_path, **{setting: value})
+    if setting == "WEB_PASSWORD_HASH":
+        del env["WEB_PASSWORD"]
+    line = refused_start(service, env)
+    assert line.startswith(f"sentrycam-web: invalid setting {setting}"), line
+    assert expected in line, line
+
+
+def test_the_data_dir_is_the_owners_only(broker: LocalBroker, tmp_path: Path) -> None:
+    data_dir = tmp_path / "web"
+    camera = "web-modes"
+    publisher = Collector(broker)
+    previous = os.umask(0)  # the modes are the relay's own, whatever the umask
+    try:
+        for run in range(2):
+            with running_relay(broker, data_dir) as (relay, app):
+                assert log_in(app.test_client())[0] == 302  # a sign-in is kept in the data directory
+                event_id = f"{camera}-{run}-person"
+                publisher.publish(
+                    topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[run])
+                )
+                wait_until(functools.partial(relay.store.get, event_id), what="event stored")
+                modes = private_modes(data_dir)
+            names = {path.relative_to(data_dir).as_posix() for path in modes}
+            assert {"secret_key", "sessions", "events.sqlite3", "snapshots"} <= names, names
+            assert len([name for name in names if name.startswith(f"snapshots/{event_id}")]) == 2
+            assert modes == {path: 0o700 if path.is_dir() else 0o600 for path in modes}, {
+                path.name: oct(mode) for path, mode in modes.items()
+            }
+            # What an older relay left readable is made private at the next start.
+            for path in private_modes(data_dir):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+    finally:
+        os.umask(previous)
+        publisher.close()
+
+
+def private_modes(data_dir: Path) -> dict[Path, int]:
+    """The permission bits of the data directory and everything in it."""
+    return {path: stat.S_IMODE(path.stat().st_mode) for path in [data_dir, *data_dir.rglob("*")]}

@@ -17,7 +17,7 @@ from scripts.localbroker import LocalBroker, free_port
 from services.common import schemas, topics
 from services.web.event_model import EventFilter
 from services.web.events import EventStore, write_durably
-from tests.support import Collector, detection_event, footage_frames, wait_until
+from tests.support import Collector, detection_event, footage_frames, relay_mqtt_env, wait_until
 from tests.web_support import PASSWORD
 
 LOGGER = logging.getLogger("test.web")
@@ -86,7 +86,7 @@ def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, ser
     data_dir = tmp_path / "web"
     port = free_port()
     env = {
-        **broker.env("web"),
+        **relay_mqtt_env(broker, data_dir),
         "WEB_PASSWORD": PASSWORD,
         "WEB_PORT": str(port),
         "WEB_HOST": "127.0.0.1",
@@ -154,7 +154,7 @@ def stored(data_dir: Path, event_id: str) -> bool:
 
 
 def test_bad_settings_stop_the_relay_with_one_line(broker: LocalBroker, service, tmp_path: Path) -> None:
-    base = {**broker.env("web"), "WEB_DATA_DIR": str(tmp_path / "web")}
+    base = {**relay_mqtt_env(broker, tmp_path / "web"), "WEB_DATA_DIR": str(tmp_path / "web")}
     no_password = service("web", base)
     assert no_password.wait() == 2
     assert (
@@ -171,7 +171,7 @@ def test_no_secret_is_logged_and_the_key_is_kept(broker: LocalBroker, service, t
     data_dir = tmp_path / "web"
     port = free_port()
     env = {
-        **broker.env("web"),
+        **relay_mqtt_env(broker, data_dir),
         "WEB_PASSWORD": "hunter2-very-secret",
         "WEB_PORT": str(port),
         "WEB_HOST": "127.0.0.1",
@@ -187,4 +187,33 @@ def test_no_secret_is_logged_and_the_key_is_kept(broker: LocalBroker, service, t
     key = key_file.read_text().strip()
     assert relay.stop() == 0
     assert "hunter2-very-secret" not in relay.log and key not in relay.log
-    assert broker.passwords["web"] not in relay.log
+    assert env["MQTT_PASSWORD"] not in relay.log
+
+
+OLD_SCHEMA = """
+CREATE TABLE events (
+    event_id TEXT PRIMARY KEY, camera TEXT NOT NULL, label TEXT NOT NULL, day TEXT NOT NULL,
+    started_at REAL NOT NULL, ended_at REAL, updated_at REAL NOT NULL, score REAL NOT NULL,
+    top_score REAL NOT NULL, box TEXT NOT NULL, zones TEXT NOT NULL, snapshot TEXT, thumbnail TEXT,
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def test_a_database_of_the_first_release_is_upgraded_at_start(tmp_path: Path) -> None:
+    """An older relay's database gains what closing open events needs, and keeps its events."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "events.sqlite3")) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO events VALUES ('old-1-person', 'old', 'person', '2025-01-01', 1, NULL, 2, 0.7, 0.7,"
+            " '[0, 0, 1, 1]', '[]', NULL, NULL, 0)"
+        )
+        db.commit()
+    store = EventStore(tmp_path, LOGGER)
+    closed = store.close_label("old", "person")
+    assert [(event.event_id, event.ended_at) for event in closed] == [("old-1-person", 2)]
+    # A later message of the event opens it again.
+    store.record(event("old", "old-1-person", "update", None, 1))
+    assert store.get("old-1-person").ended_at is None  # type: ignore[union-attr]
+    assert store.close_stale(time.time() + 1)[0].event_id == "old-1-person"
+    store.close()

@@ -1,13 +1,17 @@
-"""Helpers for the web relay tests: a relay in process for Flask's test client, and a logged-in session."""
+"""Helpers for the web relay tests: a relay in process for Flask's test client, a logged-in session, a
+login over real HTTP, a forged JPEG, and the process's peak memory."""
 
 from __future__ import annotations
 
+import http.client
 import re
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -16,13 +20,14 @@ from services.common.service import create_handler
 from services.common.settings import setup_logging
 from services.web.relay import WebRelay
 from services.web.settings import WebSettings
+from tests.support import jpeg, relay_mqtt_env
 
 PASSWORD = "correct horse battery staple"
 USERNAME = "owner"
 
 
 def web_settings(broker: LocalBroker, data_dir: Path, **extra: Any) -> WebSettings:
-    env = broker.env("web")
+    env = relay_mqtt_env(broker, data_dir)
     values: dict[str, Any] = {
         "mqtt_host": env["MQTT_HOST"],
         "mqtt_port": int(env["MQTT_PORT"]),
@@ -71,3 +76,61 @@ def log_in(client: FlaskClient, password: str = PASSWORD) -> tuple[int, str]:
     if response.status_code != 302:
         return response.status_code, token
     return 302, csrf_token(client.get("/").get_data(as_text=True))
+
+
+def http_login_form(port: int) -> tuple[str, str]:
+    """GET /login over HTTP like a browser: the session cookie (``name=value``) and the form's CSRF token."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/login")
+        response = connection.getresponse()
+        html = response.read().decode()
+        cookie = (response.getheader("Set-Cookie") or "").split(";", 1)[0]
+    finally:
+        connection.close()
+    assert cookie.startswith("sentrycam_session="), cookie
+    return cookie, csrf_token(html)
+
+
+def http_login(port: int, cookie: str, token: str, password: str) -> int:
+    """POST the login form over HTTP; the answer's status."""
+    body = urllib.parse.urlencode({"username": USERNAME, "password": password, "csrf_token": token})
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/login",
+            body=body,
+            headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def jpeg_bomb(width: int = 32768, height: int = 32768) -> bytes:
+    """A few hundred bytes whose frame header claims ``width`` x ``height`` pixels (like ``forged_jpeg`` in
+    tests/test_common.py): decoding it would take gigabytes."""
+    real = jpeg(np.zeros((8, 8, 3), np.uint8))
+    start = real.index(b"\xff\xc0") + 5
+    return real[:start] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + real[start + 4 :]
+
+
+def reset_peak_memory() -> int:
+    """Start measuring this process's peak resident memory again; returns the resident memory now, bytes."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return memory("VmRSS")
+
+
+def peak_memory() -> int:
+    """The most resident memory of this process since ``reset_peak_memory``, bytes."""
+    return memory("VmHWM")
+
+
+def memory(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/self/status")

@@ -7,16 +7,18 @@ strangers to the login, ``api``, ``live`` and ``stream`` answer them with a plai
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from services.web.auth import LoginLimiter, Owner
+from services.common.mqtt import RateLimitedLog
+from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.blueprints import access, api, auth, live, pages, stream
 from services.web.blueprints.common import EXTENSION, WebContext
-from services.web.const import MAX_REQUEST_BYTES, SESSION_DAYS
+from services.web.const import LOGIN_CHECKS, MAX_REQUEST_BYTES, SESSION_DAYS
 
 if TYPE_CHECKING:
     from services.web.relay import WebRelay
@@ -27,7 +29,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def create_app(relay: WebRelay, secret_key: str) -> Flask:
+def create_app(relay: WebRelay, secret_key: str, sessions: Sessions) -> Flask:
     settings = relay.settings
     app = Flask(__name__)
     app.config.update(
@@ -46,6 +48,9 @@ def create_app(relay: WebRelay, secret_key: str) -> Flask:
         relay=relay,
         owner=Owner(settings),
         logins=LoginLimiter(settings.web_login_attempts, settings.web_login_window_s),
+        password_checks=threading.BoundedSemaphore(LOGIN_CHECKS),
+        sessions=sessions,
+        refusals=RateLimitedLog(relay.logger),
     )
     app.before_request(access.start_session)
     app.before_request(access.unknown_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import threading
@@ -11,14 +12,17 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from services.web.const import SECRET_KEY_FILE
+from services.web.const import MAX_SESSIONS, SECRET_KEY_FILE
+from services.web.files import restrict, write_private
 from services.web.settings import WebSettings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per client address within ``window_s``."""
+    """At most ``attempts`` failed logins per client address within ``window_s``. An attempt is counted
+    before its password is checked (``begin``), so that many at once cannot all pass the limit while the
+    first ones are still being checked; a successful login forgets the address's count."""
 
     def __init__(self, attempts: int, window_s: float) -> None:
         self._attempts = attempts
@@ -32,22 +36,27 @@ class LoginLimiter:
             failures.popleft()
         return failures
 
-    def blocked_for(self, address: str) -> float:
-        """Seconds until ``address`` may try again; 0 when it may now."""
+    def begin(self, address: str) -> float:
+        """Count an attempt of ``address`` as failed until it succeeds: 0 when it may be checked now,
+        else the seconds until it may try again (nothing counted)."""
         now = time.monotonic()
         with self._lock:
             failures = self._recent(address, now)
-            if len(failures) < self._attempts:
-                return 0.0
-            return failures[0] + self._window_s - now
-
-    def failed(self, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(address, now).append(now)
+            if len(failures) >= self._attempts:
+                return max(failures[0] + self._window_s - now, 0.001)
+            failures.append(now)
             # Forget idle addresses so a scan of many addresses cannot grow memory forever.
             if len(self._failures) > 10_000:
-                self._failures = {a: f for a, f in self._failures.items() if f}
+                recent = now - self._window_s
+                self._failures = {a: f for a, f in self._failures.items() if f and f[-1] > recent}
+        return 0.0
+
+    def cancel(self, address: str) -> None:
+        """An attempt counted by ``begin`` that was never checked (the server was busy)."""
+        with self._lock:
+            failures = self._failures.get(address)
+            if failures:
+                failures.pop()
 
     def succeeded(self, address: str) -> None:
         with self._lock:
@@ -76,13 +85,64 @@ def secret_key(settings: WebSettings, data_dir: Path) -> str:
         return settings.web_secret_key.get_secret_value()
     path = data_dir / SECRET_KEY_FILE
     if path.is_file():
+        restrict(path)
         return path.read_text().strip()
     key = secrets.token_hex(32)
-    temporary = path.with_suffix(".tmp")
-    temporary.touch(mode=0o600)
-    temporary.write_text(key)
-    temporary.rename(path)
+    write_private(path, key.encode())
     return key
+
+
+class Sessions:
+    """The signed-in sessions, so that a logout ends a session on the server and not only in the browser
+    that logged out: a copied cookie stops working too. Each sign-in gets a random id in its (signed)
+    cookie; the file keeps the SHA-256 of each id, one per line, oldest first, so it survives a restart
+    and gives no cookie away. Of more than ``MAX_SESSIONS`` sign-ins the oldest is signed out."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._hashes: dict[str, None] = {}  # insertion-ordered: oldest first
+        if path.is_file():
+            restrict(path)
+            for line in path.read_text(errors="replace").splitlines():
+                if len(line) == 64 and all(c in "0123456789abcdef" for c in line):
+                    self._hashes[line] = None
+
+    @staticmethod
+    def _hash(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def new(self) -> str:
+        """A new signed-in session's id, kept before it is handed out. OSError when it cannot be kept."""
+        session_id = secrets.token_urlsafe(32)
+        with self._lock:
+            hashes = dict(self._hashes)
+            hashes[self._hash(session_id)] = None
+            while len(hashes) > MAX_SESSIONS:
+                del hashes[next(iter(hashes))]
+            self._save(hashes)
+            self._hashes = hashes
+        return session_id
+
+    def valid(self, session_id: object) -> bool:
+        if not isinstance(session_id, str) or not session_id:
+            return False
+        with self._lock:
+            return self._hash(session_id) in self._hashes
+
+    def revoke(self, session_id: object) -> None:
+        """Forget the session now; OSError when the file could not be written (the session then stays
+        revoked until the relay restarts)."""
+        if not isinstance(session_id, str):
+            return
+        key = self._hash(session_id)
+        with self._lock:
+            if key in self._hashes:
+                del self._hashes[key]
+                self._save(self._hashes)
+
+    def _save(self, hashes: dict[str, None]) -> None:
+        write_private(self._path, "".join(f"{line}\n" for line in hashes).encode())
 
 
 def new_csrf_token() -> str:

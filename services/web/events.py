@@ -1,5 +1,10 @@
 """Detection events in SQLite, snapshots as files beside it.
 
+Every snapshot is checked (size and pixel count, from its header) before anything decodes it: a refused
+one leaves the event without a picture. An open event whose end was lost is closed by the relay when the
+detector's label state says OFF, or when no message came for ``OPEN_EVENT_TIMEOUT_S``; a later message of
+the event reopens it.
+
 Crash safety: a snapshot is written to a temporary name, fsynced and renamed to a fresh unique name before
 the row that points at it is committed; the file it replaces is removed only after that commit. A kill at
 any point leaves either the old or the new consistent state plus, at worst, an unreferenced file, which
@@ -10,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,10 @@ import numpy as np
 
 from services.common import schemas
 from services.common.database import open_durable
+from services.common.jpeg import check_snapshot
 from services.web.const import BUSY_TIMEOUT_MS, DATABASE_FILE, SNAPSHOT_DIR
 from services.web.event_model import EVENT_ID_RE, EventFilter, StoredEvent
+from services.web.files import create_private, private_dir, restrict, restrict_existing, write_new
 
 THUMB_WIDTH = 320
 
@@ -43,11 +51,21 @@ CREATE TABLE IF NOT EXISTS events (
     zones TEXT NOT NULL,
     snapshot TEXT,
     thumbnail TEXT,
-    snapshot_bytes INTEGER NOT NULL DEFAULT 0
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0,
+    closed_by_relay INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_started ON events (started_at DESC);
 CREATE INDEX IF NOT EXISTS events_filters ON events (camera, label, day);
 """
+# After the migrations: the open events, for closing them.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS events_open ON events (camera, label, updated_at) WHERE ended_at IS NULL;
+"""
+# Columns added since the first release: (name, definition), added to an older database at start.
+ADDED_COLUMNS = [("closed_by_relay", "INTEGER NOT NULL DEFAULT 0")]
+
+# Told why a snapshot was refused (the event is stored without it).
+Refused = Callable[[str], None]
 
 
 def local_day(epoch_s: float) -> str:
@@ -55,6 +73,8 @@ def local_day(epoch_s: float) -> str:
 
 
 def make_thumbnail(jpeg: bytes) -> bytes | None:
+    """A small copy; BadPayload (before any decoding) for a JPEG too large to decode."""
+    check_snapshot(jpeg)
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
@@ -71,10 +91,7 @@ def write_durably(directory: Path, stem: str, data: bytes) -> str:
     """Write ``data`` under a new unique name in ``directory``; the name appears only once complete."""
     name = f"{stem}.{secrets.token_hex(4)}.jpg"
     temporary = directory / f"{name}.tmp"
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+    write_new(temporary, data)
     temporary.rename(directory / name)
     return name
 
@@ -82,12 +99,24 @@ def write_durably(directory: Path, stem: str, data: bytes) -> str:
 class EventStore:
     def __init__(self, data_dir: Path, logger: logging.Logger) -> None:
         self.snapshot_dir = data_dir / SNAPSHOT_DIR
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.snapshot_dir)
         self._logger = logger
         self._lock = threading.Lock()
-        self._db = open_durable(data_dir / DATABASE_FILE, SCHEMA)
+        database = data_dir / DATABASE_FILE
+        # SQLite makes its -wal and -shm files with the database's mode.
+        create_private(database)
+        restrict_existing(*(database.with_name(database.name + end) for end in ("-wal", "-shm")))
+        self._db = open_durable(database, SCHEMA)
         self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
         self._db.row_factory = sqlite3.Row
+        self._migrate()
+
+    def _migrate(self) -> None:
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(events)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
+        self._db.executescript(INDEXES)
 
     def close(self) -> None:
         with self._lock:
@@ -95,10 +124,11 @@ class EventStore:
 
     # -- writing -------------------------------------------------------------------------------------
 
-    def record(self, event: schemas.DetectionEvent) -> StoredEvent:
+    def record(self, event: schemas.DetectionEvent, refused: Refused | None = None) -> StoredEvent:
         """Store a start, update or end, again if it comes twice. Raises ``sqlite3.Error`` or ``OSError``
-        when the database is locked or the disk is full; nothing of the event is then kept."""
-        new_files = self._write_pictures(event)
+        when the database is locked or the disk is full; nothing of the event is then kept. A snapshot that
+        is no JPEG or too large to decode is left out, and ``refused`` told why (by default it is logged)."""
+        new_files = self._write_pictures(event, refused or self._log_refused)
         now = time.time()
         with self._lock:
             old = self._db.execute(
@@ -115,12 +145,22 @@ class EventStore:
             row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
         return StoredEvent.from_row(row)
 
-    def _write_pictures(self, event: schemas.DetectionEvent) -> tuple[str, str | None] | None:
-        """The snapshot and its thumbnail, written under new names before the row points at them."""
-        jpeg = event.snapshot_jpeg()
-        if jpeg is None or not schemas.looks_like_jpeg(jpeg):
+    def _log_refused(self, why: str) -> None:
+        self._logger.warning("snapshot refused: %s", why)
+
+    def _write_pictures(
+        self, event: schemas.DetectionEvent, refused: Refused
+    ) -> tuple[str, str | None] | None:
+        """The snapshot and its thumbnail, written under new names before the row points at them. The
+        snapshot's header is checked first: a 631-byte JPEG can claim 32768x32768 pixels (3 GB decoded)."""
+        try:
+            jpeg = event.snapshot_jpeg()
+            if jpeg is None:
+                return None
+            thumbnail = make_thumbnail(jpeg)  # checks the JPEG before decoding it
+        except schemas.BadPayload as error:
+            refused(f"event {event.event_id}: snapshot refused: {error}")
             return None
-        thumbnail = make_thumbnail(jpeg)
         return (
             write_durably(self.snapshot_dir, event.event_id, jpeg),
             write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail) if thumbnail else None,
@@ -164,10 +204,55 @@ class EventStore:
             self._db.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", values)  # noqa: S608
             return
         changed = ["updated_at", "score", "top_score", "box", "zones"]
+        assignments = [f"{name} = :{name}" for name in changed]
         if event.type == "end":
-            changed.append("ended_at")
-        assignments = ", ".join(f"{name} = :{name}" for name in changed)
-        self._db.execute(f"UPDATE events SET {assignments} WHERE event_id = :event_id", values)  # noqa: S608
+            assignments += ["ended_at = :ended_at", "closed_by_relay = 0"]
+        else:
+            # A message of an event the relay closed for want of news: the event goes on after all. An
+            # event its end closed stays closed (an old update sent again after a failed write).
+            assignments += [
+                "ended_at = CASE WHEN closed_by_relay THEN NULL ELSE ended_at END",
+                "closed_by_relay = 0",
+            ]
+        self._db.execute(
+            f"UPDATE events SET {', '.join(assignments)} WHERE event_id = :event_id",  # noqa: S608
+            values,
+        )
+
+    # -- closing events whose end was lost -----------------------------------------------------------
+
+    def close_label(self, camera: str, label: str) -> list[StoredEvent]:
+        """The detector says no event of ``label`` is open on ``camera``: close those still open here,
+        as ended at their last message. Returns the closed events."""
+        return self._close("camera = ? AND label = ?", (camera, label))
+
+    def close_stale(self, silent_since: float) -> list[StoredEvent]:
+        """Close the open events without any message since ``silent_since`` (epoch seconds)."""
+        return self._close("updated_at < ?", (silent_since,))
+
+    def _close(self, where: str, params: tuple[Any, ...]) -> list[StoredEvent]:
+        condition = f"ended_at IS NULL AND {where}"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(f"SELECT * FROM events WHERE {condition}", params).fetchall()  # noqa: S608
+                self._db.execute(
+                    f"UPDATE events SET ended_at = updated_at, closed_by_relay = 1 WHERE {condition}",  # noqa: S608
+                    params,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        closed = [replace(StoredEvent.from_row(row), ended_at=row["updated_at"]) for row in rows]
+        if closed:
+            self._logger.info(
+                "closed %d open events whose end was lost: %s",
+                len(closed),
+                ", ".join(event.event_id for event in closed[:5]) + (" ..." if len(closed) > 5 else ""),
+            )
+        return closed
 
     def _size(self, *names: str | None) -> int:
         return sum((self.snapshot_dir / name).stat().st_size for name in names if name)
@@ -223,7 +308,8 @@ class EventStore:
     # -- housekeeping --------------------------------------------------------------------------------
 
     def cleanup(self) -> tuple[int, int]:
-        """After a crash: delete files no row points at, forget snapshots whose file is gone."""
+        """After a crash: delete files no row points at, forget snapshots whose file is gone. The
+        pictures kept are made the owner's only."""
         with self._lock:
             rows = self._db.execute("SELECT event_id, snapshot, thumbnail FROM events").fetchall()
             missing = {
@@ -244,9 +330,13 @@ class EventStore:
                 for name in (row["snapshot"], row["thumbnail"])
                 if name
             }
-            orphans = [path for path in self.snapshot_dir.iterdir() if path.name not in referenced]
-            for path in orphans:
-                path.unlink(missing_ok=True)
+            orphans = []
+            for path in self.snapshot_dir.iterdir():
+                if path.name in referenced:
+                    restrict(path)  # left readable by an older version
+                else:
+                    orphans.append(path)
+                    path.unlink(missing_ok=True)
         if orphans or missing:
             self._logger.warning(
                 "cleanup: removed %d unreferenced files, %d events lost their snapshot",

@@ -14,12 +14,20 @@ import paho.mqtt.client as mqtt
 from flask import Flask
 
 from services.common import schemas, topics
+from services.common.jpeg import MAX_IMAGE_PIXELS, check_jpeg
 from services.common.mqtt import MqttClient, RateLimitedLog, Route
 from services.common.service import Presence, ServiceHandler, StartupError
 from services.web.app import create_app
 from services.web.broadcast import Broadcaster
 from services.web.cameras import CameraViews
-from services.web.const import CLIENT_ID_PREFIX, RETENTION_INTERVAL_S, SERVICE, SESSION_EXPIRY_S
+from services.web.const import (
+    CLIENT_ID_PREFIX,
+    OPEN_EVENT_CHECK_S,
+    OPEN_EVENT_TIMEOUT_S,
+    RETENTION_INTERVAL_S,
+    SERVICE,
+    SESSION_EXPIRY_S,
+)
 from services.web.datadir import open_data_dir
 from services.web.event_model import StoredEvent
 from services.web.live import FrameHub
@@ -35,6 +43,14 @@ def client_id(data_dir: Path) -> str:
     and a second client with the same id would make the broker drop the first."""
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
     return f"{CLIENT_ID_PREFIX}-{digest}"
+
+
+def label_of_state(topic: str) -> str | None:
+    """The label of ``cam/<id>/<label>/state``, or None for any other topic (detect and alarm states)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[3] != "state":
+        return None
+    return topics.label_of_event("/".join(parts[:3]))
 
 
 class WebRelay(ServiceHandler[WebSettings]):
@@ -59,9 +75,10 @@ class WebRelay(ServiceHandler[WebSettings]):
         self.bad_payloads = 0
         self._bad_log = RateLimitedLog(logger)
         self._broker_was_connected = False
-        self.store, key = open_data_dir(settings, logger)
+        data = open_data_dir(settings, logger)
+        self.store = data.store
         self.writer = EventWriter(self.store, logger, on_stored=self._event_stored, on_bad=self._bad)
-        self.app = create_app(self, key)
+        self.app = create_app(self, data.secret_key, data.sessions)
         try:
             self.server = self.create_server(self.app)
         except StartupError:
@@ -70,7 +87,7 @@ class WebRelay(ServiceHandler[WebSettings]):
 
     def create_server(self, app: Flask) -> WebServer:
         """The server, already listening; bench/web_cheroot.py serves the app with another one."""
-        return WaitressServer(app, self.settings)
+        return WaitressServer(app, self.settings, self.logger)
 
     def routes(self) -> dict[str, Route]:
         # One subscription for frames, status, info and events (cam/<id>/<level>): overlapping filters
@@ -88,9 +105,12 @@ class WebRelay(ServiceHandler[WebSettings]):
         self.logger.info("serving on %s (data in %s)", addresses, self.settings.web_data_dir)
 
     def run(self, stop: threading.Event) -> None:
-        next_retention = 0.0
+        next_retention = next_open_check = 0.0
         while not stop.wait(1.0):
             self.check_broker()
+            if time.monotonic() >= next_open_check:
+                self.close_silent_events()
+                next_open_check = time.monotonic() + OPEN_EVENT_CHECK_S
             if time.monotonic() >= next_retention:
                 self._apply_retention()
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
@@ -114,6 +134,20 @@ class WebRelay(ServiceHandler[WebSettings]):
         if connected != self._broker_was_connected:
             self._broker_was_connected = connected
             self.broadcaster.send("broker", {"connected": connected})
+
+    def close_silent_events(self, now: float | None = None) -> None:
+        """Close the open events without any message for ``OPEN_EVENT_TIMEOUT_S`` (their end was lost).
+        Not while the broker is away: the relay then cannot hear of them."""
+        if not self.broker_connected:
+            return
+        silent_since = (time.time() if now is None else now) - OPEN_EVENT_TIMEOUT_S
+        try:
+            closed = self.store.close_stale(silent_since)
+        except (sqlite3.Error, OSError) as error:
+            self.logger.warning("open events not checked this time: %s", error)
+            return
+        for event in closed:
+            self.broadcaster.send("event", event)
 
     def _apply_retention(self) -> None:
         try:
@@ -169,8 +203,12 @@ class WebRelay(ServiceHandler[WebSettings]):
             self._on_event(message, payload)
 
     def _on_frame(self, camera: str, message: mqtt.MQTTMessage, payload: bytes) -> None:
-        if len(payload) > schemas.MAX_FRAME_BYTES or not schemas.looks_like_jpeg(payload):
-            self._bad(message.topic, "not a JPEG")
+        # Browsers decode what the relay forwards: a forged header (a 631-byte JPEG claiming 32768x32768
+        # pixels) goes no further. The header only is read, nothing decoded.
+        try:
+            check_jpeg(payload, max_bytes=schemas.MAX_FRAME_BYTES, max_pixels=MAX_IMAGE_PIXELS)
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
             return
         try:
             meta = schemas.FrameMeta.from_properties(getattr(message, "properties", None))
@@ -207,7 +245,8 @@ class WebRelay(ServiceHandler[WebSettings]):
             return
         is_detect = message.topic == topics.detect_state(camera)
         if not is_detect and message.topic != topics.alarm_state(camera):
-            return  # a label's ON/OFF state: the events say more
+            self._on_label_state(camera, message)
+            return
         try:
             value = schemas.on_off(schemas.parse_on_off(bytes(message.payload)))
         except schemas.BadPayload as error:
@@ -217,6 +256,23 @@ class WebRelay(ServiceHandler[WebSettings]):
             self._camera_changed(self.views.update(camera, detect=value))
         else:
             self._camera_changed(self.views.update(camera, alarm=value))
+
+    def _on_label_state(self, camera: str, message: mqtt.MQTTMessage) -> None:
+        """``cam/<id>/<label>/state``: OFF closes that label's open events. The detector publishes it at
+        every event's end and, retained, for every label of a camera when it (re)starts, so an event whose
+        end was lost is closed at the latest when the detector comes back. ON: the events say more."""
+        label = label_of_state(message.topic)
+        payload = bytes(message.payload)
+        if label is None or not payload:  # another state topic; a cleared retained message
+            return
+        try:
+            on = schemas.parse_on_off(payload)
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
+            return
+        if not on:
+            # Applied by the writer after the event messages that came before it; acknowledged once done.
+            self.writer.label_off(camera, label, self.client.hold_ack(message))
 
     def _on_armed_state(self, message: mqtt.MQTTMessage) -> None:
         try:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import errno
+import logging
+import resource
 from typing import Any, Protocol
 
 from flask import Flask
 from waitress.server import create_server
 
 from services.common.service import StartupError
-from services.web.const import OUTBUF_HIGH_WATERMARK, SEND_BYTES
+from services.web.const import (
+    CLEANUP_INTERVAL_S,
+    IDLE_CONNECTION_S,
+    OUTBUF_HIGH_WATERMARK,
+    SEND_BYTES,
+    SPARE_CONNECTIONS,
+    SPARE_FILES,
+)
 from services.web.settings import WebSettings
 
 
@@ -23,13 +32,19 @@ class WebServer(Protocol):
     def addresses(self) -> list[str]: ...
 
 
-def server_options(settings: WebSettings) -> dict[str, Any]:
+def server_options(settings: WebSettings, connection_limit: int) -> dict[str, Any]:
     options: dict[str, Any] = {
         "host": settings.web_host,
         "port": settings.web_port,
         "threads": settings.web_threads,
-        # Every live viewer and open page holds a thread and a connection; keep room for plain requests.
-        "connection_limit": settings.web_threads + 100,
+        # Connections cost no thread until a whole request has arrived: idle keep-alive connections and
+        # clients that say nothing or half a request wait without one, and are closed after
+        # IDLE_CONNECTION_S of silence. The limit stops accepting (new connections wait in the backlog),
+        # so it is set far above what streams and pages need: a few hundred idle connections must not
+        # lock everyone else out for minutes, as the old limit (threads + 100) and timeout (120 s) did.
+        "connection_limit": connection_limit,
+        "channel_timeout": IDLE_CONNECTION_S,
+        "cleanup_interval": CLEANUP_INTERVAL_S,
         "send_bytes": SEND_BYTES,
         "outbuf_high_watermark": OUTBUF_HIGH_WATERMARK,
         "asyncore_use_poll": True,
@@ -56,10 +71,33 @@ def listen_error(error: OSError, settings: WebSettings) -> StartupError:
     )
 
 
-class WaitressServer:
-    def __init__(self, app: Flask, settings: WebSettings) -> None:
+def connection_limit(settings: WebSettings, logger: logging.Logger | None = None) -> int:
+    """Every viewer and open page (``WEB_THREADS``) and ``SPARE_CONNECTIONS`` more, as far as the process
+    may open files: its soft limit is raised towards the hard one if needed (often 1024 of 1048576)."""
+    wanted = settings.web_threads + SPARE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         try:
-            self._server = create_server(app, **server_options(settings))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        limit = max(settings.web_threads, soft - SPARE_FILES)
+        if logger is not None:
+            logger.warning(
+                "only %d open files allowed: at most %d connections (wanted %d)", soft, limit, wanted
+            )
+        return limit
+    return wanted
+
+
+class WaitressServer:
+    def __init__(self, app: Flask, settings: WebSettings, logger: logging.Logger | None = None) -> None:
+        try:
+            self._server = create_server(app, **server_options(settings, connection_limit(settings, logger)))
         except ValueError as error:  # waitress could not resolve the host
             raise StartupError("WEB_HOST", "cannot be resolved to an address", settings.web_host) from error
         except OSError as error:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
 
 from services.common.settings import ServiceSettings
+
+MIN_PASSWORD_LENGTH = 8
+MIN_SECRET_KEY_LENGTH = 32
+HEX_RE = re.compile(r"[0-9a-f]+")
 
 
 class WebSettings(ServiceSettings):
@@ -27,11 +32,15 @@ class WebSettings(ServiceSettings):
         "password itself.",
     )
     web_password: SecretStr | None = Field(
-        None, validate_default=True, description="The owner's password (or give WEB_PASSWORD_HASH instead)."
+        None,
+        validate_default=True,
+        description=f"The owner's password, at least {MIN_PASSWORD_LENGTH} characters (or give "
+        "WEB_PASSWORD_HASH instead).",
     )
     web_secret_key: SecretStr | None = Field(
         None,
-        description="Key that signs session cookies; empty = generated once and kept in the data directory.",
+        description=f"Key that signs session cookies, at least {MIN_SECRET_KEY_LENGTH} characters; empty = "
+        "generated once and kept in the data directory.",
     )
     web_threads: int = Field(
         100, ge=4, le=1000, description="Server threads: each live viewer and each open page holds one."
@@ -58,15 +67,22 @@ class WebSettings(ServiceSettings):
     @field_validator("web_password_hash")
     @classmethod
     def looks_like_a_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        """Found now, not as a server error at every login (or a login that can never succeed)."""
         if value is None:
             return value
-        if "$" not in value.get_secret_value():
+        parts = value.get_secret_value().split("$")
+        if len(parts) != 3 or not all(parts):
             raise ValueError("not a werkzeug password hash (method$salt$hash)")
+        method, _salt, digest = parts
         try:
-            # Found now, not as a server error at the first login.
-            check_password_hash(value.get_secret_value(), "")
+            # What this method makes: it must be known, and the digest as long as the ones it makes.
+            made = generate_password_hash("", method=method, salt_length=1).split("$")[2]
         except ValueError as error:
             raise ValueError(f"not a werkzeug password hash: {error}") from error
+        if not HEX_RE.fullmatch(digest) or len(digest) != len(made):
+            raise ValueError(
+                f"not a werkzeug password hash: the hash after the second $ must be {len(made)} hex digits"
+            )
         return value
 
     @field_validator("web_password")
@@ -74,4 +90,17 @@ class WebSettings(ServiceSettings):
     def needs_a_password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None and info.data.get("web_password_hash") is None:
             raise ValueError("set WEB_PASSWORD or WEB_PASSWORD_HASH")
+        if value is not None and len(value.get_secret_value()) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        return value
+
+    @field_validator("web_secret_key")
+    @classmethod
+    def long_enough_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key can be guessed offline from one cookie, and then any cookie forged.
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_KEY_LENGTH} characters (python -c 'import "
+                "secrets; print(secrets.token_hex(32))' makes one)"
+            )
         return value

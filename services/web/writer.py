@@ -3,6 +3,9 @@
 The thread keeps fsyncs on a slow SD card from delaying the frames that share paho's network thread. An
 event the store could not take (a locked database, a full disk) is not acknowledged: the broker keeps it in
 the relay's session and sends it again, and the store takes a repeated event as the same row.
+
+A label's state going OFF closes that label's open events through the same queue, so that it is applied
+after every event message that came before it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ class ReceivedEvent:
     ack: PendingAck
 
 
+@dataclass(frozen=True)
+class LabelOff:
+    """``cam/<camera>/<label>/state`` said OFF: no event of that label is open."""
+
+    camera: str
+    label: str
+    ack: PendingAck
+
+
 class EventWriter:
     def __init__(
         self,
@@ -39,11 +51,14 @@ class EventWriter:
         self._on_stored = on_stored
         self._on_bad = on_bad
         # None asks the thread to finish.
-        self._queue: queue.Queue[ReceivedEvent | None] = queue.Queue()
+        self._queue: queue.Queue[ReceivedEvent | LabelOff | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
 
     def put(self, event: schemas.DetectionEvent, ack: PendingAck) -> None:
         self._queue.put(ReceivedEvent(event, ack))
+
+    def label_off(self, camera: str, label: str, ack: PendingAck) -> None:
+        self._queue.put(LabelOff(camera, label, ack))
 
     def start(self) -> None:
         self._thread.start()
@@ -58,17 +73,34 @@ class EventWriter:
 
     def _run(self) -> None:
         while (received := self._queue.get()) is not None:
-            self._write(received)
+            if isinstance(received, LabelOff):
+                self._close(received)
+            else:
+                self._write(received)
+
+    def _close(self, off: LabelOff) -> None:
+        try:
+            closed = self._store.close_label(off.camera, off.label)
+        except (sqlite3.Error, OSError) as error:
+            off.ack.failed(f"closing {off.camera}/{off.label}: {error}")
+            return
+        except Exception:
+            self._logger.exception("could not close the events of %s/%s", off.camera, off.label)
+        else:
+            for event in closed:
+                self._on_stored(event)
+        off.ack.done()
 
     def _write(self, received: ReceivedEvent) -> None:
         event = received.event
+        topic = topics.event(event.camera, event.label)
         try:
-            stored = self._store.record(event)
+            stored = self._store.record(event, refused=lambda why: self._on_bad(topic, why))
         except (sqlite3.Error, OSError) as error:
             received.ack.failed(f"event {event.event_id}: {error}")
             return
         except schemas.BadPayload as error:
-            self._on_bad(topics.event(event.camera, event.label), str(error))
+            self._on_bad(topic, str(error))
         except Exception:
             # A bug must neither end the writer nor bring the same event back forever.
             self._logger.exception("could not record event %s", event.event_id)

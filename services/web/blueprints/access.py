@@ -7,10 +7,15 @@ from flask import g, jsonify, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 
 from services.web.auth import SAFE_METHODS, csrf_ok, new_csrf_token
+from services.web.blueprints.common import web_context
 
 
 def start_session() -> None:
-    """Every session, signed in or not, has a CSRF token: the login form needs one too."""
+    """Every session, signed in or not, has a CSRF token: the login form needs one too. A signed-in
+    session the server no longer knows (logged out, maybe from another copy of the cookie) is signed out."""
+    if "user" in session and not web_context().sessions.valid(session.get("sid")):
+        session.pop("user", None)
+        session.pop("sid", None)
     if "csrf" not in session:
         session["csrf"] = new_csrf_token()
     g.csrf = session["csrf"]

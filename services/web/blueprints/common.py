@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -9,7 +10,8 @@ from flask import abort, current_app, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from services.common import topics
-from services.web.auth import LoginLimiter, Owner
+from services.common.mqtt import RateLimitedLog
+from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.event_model import StoredEvent
 
 if TYPE_CHECKING:
@@ -27,6 +29,11 @@ class WebContext:
     relay: WebRelay
     owner: Owner
     logins: LoginLimiter
+    # Bounds the password checks running at once (each scrypt check takes 32 MB).
+    password_checks: threading.BoundedSemaphore
+    sessions: Sessions
+    # Refused logins, logged at most once a minute per kind.
+    refusals: RateLimitedLog
 
 
 def web_context() -> WebContext:
