@@ -20,8 +20,10 @@ from pydantic import Field, SecretStr, ValidationError
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
+from services.common.acks import PendingAck, Redeliver
 from services.common.jpeg import check_jpeg, check_snapshot, jpeg_size
-from services.common.mqtt import MqttClient, PendingAck, RateLimitedLog, Redeliver, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.settings import ServiceSettings, describe_error
 from tests.support import (
     PERSON_VIDEO,

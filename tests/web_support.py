@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from scripts.localbroker import LocalBroker, free_port
+from services.common.logs import setup_logging
 from services.common.service import create_handler
-from services.common.settings import setup_logging
 from services.web.relay import WebRelay
 from services.web.settings import WebSettings
 from tests.support import jpeg, relay_mqtt_env

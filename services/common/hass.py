@@ -24,7 +24,8 @@ import paho.mqtt.client as mqtt
 from pydantic import Field, field_validator
 
 from services.common import __version__, schemas, topics
-from services.common.mqtt import MqttClient, RateLimitedLog, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.settings import ServiceSettings
 
 DEFAULT_PREFIX = "homeassistant"

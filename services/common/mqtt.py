@@ -6,21 +6,17 @@ can never kill the network thread, and a clean stop that says ``offline`` before
 Connecting and reconnecting with backoff is paho's own (``connect_async`` + ``loop_start`` retries the first
 connection too).
 
-Acknowledgements are manual (paho's ``manual_ack``): a QoS 1 message is acknowledged to the broker only
-when its handler has returned, or, for a handler that stores it on another thread, when that thread says
-it is stored (:meth:`MqttClient.hold_ack`). A handler that cannot store a message raises :class:`Redeliver`;
-the client then drops the connection, and the broker sends every unacknowledged message again once it is
-back (with a persistent session), after a backoff that grows while storing keeps failing.
+A QoS 1 message is acknowledged when its handler has returned, or, for a handler that stores it on another
+thread, when that thread says it is stored (:meth:`MqttClient.hold_ack`); a handler that cannot store it
+raises :class:`Redeliver` and the broker sends it again (services/common/acks.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,12 +27,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from services.common import topics
+from services.common.acks import Acknowledgements, PendingAck, Redeliver
+from services.common.logs import RateLimitedLog
 from services.common.settings import ServiceSettings
 
 Handler = Callable[[mqtt.MQTTMessage], None]
 
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30
 KEEPALIVE_S = 30
 STOP_PUBLISH_TIMEOUT_S = 2.0
 
@@ -49,59 +45,12 @@ class Route:
     qos: int = 0
 
 
-class Redeliver(Exception):
-    """Raised by a handler that could not store a message (a locked database, a full disk): the message is
-    not acknowledged and comes again after a reconnect. Any other exception is a bug: logged, counted, and
-    the message acknowledged, so one poisonous message cannot come back forever."""
-
-
-@dataclass(frozen=True)
-class PendingAck:
-    """A received QoS 1 message whose handler stores it later, on another thread; see ``hold_ack``."""
-
-    client: MqttClient
-    mid: int
-    qos: int
-    connection: int
-
-    def done(self) -> None:
-        """Stored: acknowledge it to the broker."""
-        self.client.acknowledge(self.mid, self.qos, self.connection)
-
-    def failed(self, reason: str) -> None:
-        """Not stored: have the broker send it again."""
-        self.client.redeliver(reason, self.connection)
-
-
 def send_without_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
     """paho's ``on_socket_open``: switch Nagle's algorithm off. paho leaves it on, and a frame then waits in
     the kernel until the broker acknowledges the previous one: at high frame rates frames arrived in bursts,
     up to 20 ms late (docs/benchmarks.md, "Detector")."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class RateLimitedLog:
-    """Logs a repeated problem at most once per interval per key, with how often it happened meanwhile."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
-        self._logger = logger
-        self._interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def report(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        self._logger.warning("%s%s", message, more)
 
 
 class MqttClient:
@@ -128,12 +77,6 @@ class MqttClient:
         # Set once connected, subscribed, and "online" is published; cleared while the broker is away.
         self.connected = threading.Event()
         self.handler_errors = 0
-        self.redeliveries = 0
-        # Which connection a message came on: an acknowledgement is only valid on that connection.
-        self._connection = 0
-        self._dropping = False  # a redelivery was asked for; the connection is being dropped
-        self._failed_stores = 0  # in a row, for the redelivery backoff
-        self._ack_held = False  # set by hold_ack during a handler call (network thread only)
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
@@ -145,7 +88,6 @@ class MqttClient:
         if settings.mqtt_tls:
             ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
             client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -154,6 +96,7 @@ class MqttClient:
         self._unreachable_log = RateLimitedLog(logger)
         self._initial_subscribe_mid: int | None = None
         self._client = client
+        self._acks = Acknowledgements(client, logger)
 
     @property
     def paho(self) -> mqtt.Client:
@@ -177,39 +120,11 @@ class MqttClient:
     def hold_ack(self, message: mqtt.MQTTMessage) -> PendingAck:
         """Called by a handler, in its call, that stores ``message`` later on another thread: the message is
         acknowledged when that thread calls ``done()``, not when the handler returns."""
-        self._ack_held = True
-        return PendingAck(self, message.mid, message.qos, self._connection)
+        return self._acks.hold(message)
 
-    def acknowledge(self, mid: int, qos: int, connection: int) -> None:
-        with self._lock:
-            # After a reconnect the same mid may name another message; the broker resends this one anyway.
-            if connection != self._connection or self._dropping or qos == 0:
-                return
-            if self._failed_stores:
-                self._failed_stores = 0
-                self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        self._client.ack(mid, qos)
-
-    def redeliver(self, reason: str, connection: int | None = None) -> None:
-        """Drop the connection so that the broker sends the unacknowledged messages again, after a backoff
-        of 1 s doubling up to 30 s while storing keeps failing."""
-        with self._lock:
-            if connection is not None and connection != self._connection:
-                return
-            if self._dropping:
-                return
-            self._dropping = True
-            self._failed_stores += 1
-            self.redeliveries += 1
-            delay = min(RECONNECT_MAX_DELAY_S, RECONNECT_MIN_DELAY_S * 2 ** min(self._failed_stores - 1, 10))
-            self._client.reconnect_delay_set(delay, RECONNECT_MAX_DELAY_S)
-        self._logger.warning(
-            "could not store a message (%s); the broker sends it again in %d s", reason, delay
-        )
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    @property
+    def redeliveries(self) -> int:
+        return self._acks.redeliveries
 
     def publish(
         self,
@@ -253,21 +168,20 @@ class MqttClient:
         self, topic_filter: str, route: Route
     ) -> Callable[[mqtt.Client, object, mqtt.MQTTMessage], None]:
         def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-            connection = self._connection
-            if self._dropping:
+            connection = self._acks.connection
+            if self._acks.dropping:
                 return  # the connection is going away; the broker sends this message again
-            self._ack_held = False
+            self._acks.handling()
             try:
                 route.handler(message)
             except Redeliver as error:
-                self.redeliver(str(error), connection)
+                self._acks.redeliver(str(error), connection)
                 return
             except Exception:
                 # A handler bug must not stop the network thread: log it and keep serving.
                 self.handler_errors += 1
                 self._logger.exception("handler for %s failed on %s", topic_filter, message.topic)
-            if not self._ack_held:
-                self.acknowledge(message.mid, message.qos, connection)
+            self._acks.handled(message, connection)
 
         return on_message
 
@@ -288,11 +202,8 @@ class MqttClient:
             )
             return
         self._logger.info("connected to %s:%s", self._settings.mqtt_host, self._settings.mqtt_port)
+        self._acks.connected()
         with self._lock:
-            self._connection += 1
-            self._dropping = False
-            if self._failed_stores:  # a broker outage gets the usual backoff again
-                self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
             routes = [(topic_filter, route.qos) for topic_filter, route in self._routes.items()]
         if not routes:
             self._announce_online()
@@ -343,7 +254,6 @@ class MqttClient:
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        with self._lock:
-            self._connection += 1
+        self._acks.disconnected()
         if was_connected and reason_code != 0:
             self._logger.warning("lost the broker (%s); reconnecting with backoff", reason_code)

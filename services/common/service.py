@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Generic, NoReturn, TypeVar
 
+from services.common.logs import setup_logging
 from services.common.mqtt import MqttClient, Route
-from services.common.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings, setup_logging
+from services.common.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -6,7 +6,6 @@ and one line naming the setting, so a typo in ``.env`` is found at boot and not 
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -94,16 +93,3 @@ def load_settings(settings_class: type[SettingsT], service: str) -> SettingsT:
     except ValidationError as error:
         print(f"sentrycam-{service}: {describe_error(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_SETTINGS)
-
-
-def setup_logging(service: str, level: str) -> logging.Logger:
-    """Log lines carry the service name, so interleaved logs of several services stay readable."""
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # paho logs every packet at DEBUG; it is noise even when the service itself is debugged.
-    logging.getLogger("paho").setLevel(logging.WARNING)
-    return logging.getLogger(f"sentrycam.{service}")

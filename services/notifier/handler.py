@@ -16,8 +16,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
+from services.common.acks import Redeliver
 from services.common.jpeg import check_snapshot
-from services.common.mqtt import MqttClient, RateLimitedLog, Redeliver, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.service import Presence, ServiceHandler, StartupError
 from services.notifier.arming import ArmingHistory
 from services.notifier.const import (

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common import schemas, topics
-from services.common.mqtt import PendingAck
+from services.common.acks import PendingAck
 from services.web.event_model import StoredEvent
 from services.web.events import EventStore
 
