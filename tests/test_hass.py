@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from scripts.localbroker import LocalBroker
 from services.common import hass, schemas, topics
 from services.common.mqtt import MqttClient
+from services.detector.discovery import HassDiscovery
 from tests.camera_support import camera_settings
 from tests.support import MODEL_DIR, PERSON_VIDEO, Collector, ServiceProcess, camera_info, service_settings
 
@@ -276,9 +277,7 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
         logger=logging.getLogger("hass-test"),
     )
     # Served by this detector: only `camera`; another camera's info must not make entities here.
-    discovery = hass.HassDiscovery(
-        detector, prefix, ["person"], logging.getLogger("hass-test"), cameras=[camera]
-    )
+    discovery = HassDiscovery(detector, prefix, ["person"], logging.getLogger("hass-test"), cameras=[camera])
     detector.serve(discovery.routes())
     not_served = f"{camera}-x"
     admin = Collector(broker)

@@ -11,12 +11,13 @@ import time
 import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
-from services.common.hass import HassDiscovery
 from services.common.jpeg import check_jpeg
-from services.common.mqtt import MqttClient, RateLimitedLog, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.service import Presence, ServiceHandler
 from services.detector import events
 from services.detector.const import SERVICE
+from services.detector.discovery import HassDiscovery
 from services.detector.pipeline import PendingFrame, Pipeline
 from services.detector.settings import DetectorSettings
 from services.detector.startup import load
