@@ -19,7 +19,8 @@ import pytest
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
-from services.notifier.handler import in_quiet_hours, open_outbox
+from services.notifier.handler import in_quiet_hours
+from services.notifier.outbox import open_outbox
 from services.notifier.sender import retry_delay
 from services.notifier.settings import parse_schedule
 from tests.camera_support import camera_settings

@@ -28,3 +28,5 @@ ARMING_HISTORY_MAX_CHANGES = 10_000
 # Modes of NOTIFY_DATA_DIR and of the files in it: the outbox holds snapshots from inside the house.
 DATA_DIR_MODE = 0o700
 DATA_FILE_MODE = 0o600
+# The outbox state key of the arming state.
+ARMED_KEY = "armed"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -21,25 +18,17 @@ from services.common.jpeg import check_snapshot
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Route
 from services.common.service import Presence, ServiceHandler, StartupError
-from services.notifier.arming import ArmingHistory
+from services.notifier.arming import Arming
 from services.notifier.const import (
-    ARMED_SETTLE_S,
-    ARMING_KEEP_MIN_S,
     BAD_INPUT_LOG_INTERVAL_S,
     CLIENT_ID,
-    DATA_DIR_MODE,
-    DATA_FILE_MODE,
-    OUTBOX_FILE,
     PERSON,
     SERVICE,
     SESSION_EXPIRY_S,
 )
-from services.notifier.mailer import local_time
-from services.notifier.outbox import Outbox
+from services.notifier.outbox import open_outbox
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings, QuietRange
-
-ARMED_KEY = "armed"
 
 
 def in_quiet_hours(ranges: list[QuietRange], moment: datetime) -> bool:
@@ -58,44 +47,6 @@ def checked_snapshot(event: schemas.DetectionEvent) -> bytes | None:
     if snapshot is not None:
         check_snapshot(snapshot)
     return snapshot
-
-
-def make_private(path: Path, mode: int, logger: logging.Logger) -> None:
-    """``path`` readable by its owner only; a path we do not own (and so cannot change) is warned about."""
-    if path.stat().st_mode & 0o777 == mode:
-        return
-    try:
-        path.chmod(mode)
-    except PermissionError as error:
-        logger.warning("%s is readable by others and could not be made private: %s", path, error)
-
-
-def open_outbox(data_dir: Path, logger: logging.Logger) -> Outbox:
-    """The outbox in ``data_dir``, made if needed, directory and files for the notifier's user only (they
-    hold snapshots from inside the house); StartupError when the directory cannot hold it."""
-    path = data_dir / OUTBOX_FILE
-    try:
-        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
-        make_private(data_dir, DATA_DIR_MODE, logger)
-        if not path.exists():
-            # Made here with its mode: SQLite gives its -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, DATA_FILE_MODE))
-        for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
-            if file.exists():
-                make_private(file, DATA_FILE_MODE, logger)
-        return Outbox(path)
-    except (OSError, sqlite3.Error) as error:
-        raise StartupError("NOTIFY_DATA_DIR", str(error), data_dir) from error
-
-
-@contextmanager
-def redeliver_unless_stored(what: str) -> Iterator[None]:
-    """An outbox write that failed (locked, disk full) leaves the message unacknowledged: the broker sends
-    it again, instead of it being acknowledged and lost."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as error:
-        raise Redeliver(f"{what}: {error}") from error
 
 
 class Notifier(ServiceHandler[NotifierSettings]):
@@ -122,20 +73,9 @@ class Notifier(ServiceHandler[NotifierSettings]):
         self._quiet_hours = settings.quiet_hours
         self._bad_log = RateLimitedLog(logger, BAD_INPUT_LOG_INTERVAL_S)
         self.bad_input = 0
-        stored = self._outbox.get_state(ARMED_KEY)
-        # None until known: the outbox remembers it; on a fresh data dir the retained state decides.
-        self._armed: bool | None = None if stored is None else stored == topics.ON
-        self._arming_lock = threading.Lock()
-        # False from each (re)connect until our own arming state comes back from the broker: until then the
-        # messages handled are ones the broker kept (or sends again), not live ones. See _change_time.
-        self._live = False
-        # A moment every message still to come in such a backlog was published after: the latest event
-        # time (or live handling time) seen, from the outbox's last written alert at start.
-        self._handled_until = self._outbox.latest_handled_at() or 0.0
-        self._history = ArmingHistory(self._outbox.arming_history())
-        if self._armed is not None and not self._history:
-            # An outbox from before the history: the stored state counts from before anything queued.
-            self._store_armed(self._armed, time.time())
+        self._arming = Arming(
+            self._outbox, client, logger, keep_s=settings.notify_max_age, on_bad=self._bad_input
+        )
         self._last_alert = self._outbox.last_alert_times()
         self._threads: list[threading.Thread] = []
 
@@ -152,8 +92,8 @@ class Notifier(ServiceHandler[NotifierSettings]):
         }
         return {
             **events,
-            topics.ARMED_SET: Route(self._on_armed_set, qos=1),
-            topics.ARMED_STATE: Route(self._on_armed_state, qos=1),
+            topics.ARMED_SET: Route(self._arming.on_set, qos=1),
+            topics.ARMED_STATE: Route(self._arming.on_state, qos=1),
         }
 
     def start(self) -> None:
@@ -162,10 +102,8 @@ class Notifier(ServiceHandler[NotifierSettings]):
         pruned = self._outbox.prune(time.time())
         if pruned:
             self.logger.info("removed %d old alerts from the outbox", pruned)
-        with self._arming_lock:
-            if self._outbox.prune_arming(self._arming_keep_since()):
-                self._history = ArmingHistory(self._outbox.arming_history())
-        self._run_thread(self._default_arming, "default-arming")
+        self._arming.prune()
+        self._run_thread(lambda: self._arming.arm_by_default(self._stop), "default-arming")
         if self._sender is not None:
             self._run_thread(self._sender.run, "sender")
         pending = self._outbox.counts().get("pending", 0)
@@ -191,98 +129,8 @@ class Notifier(ServiceHandler[NotifierSettings]):
     def close(self) -> None:
         self._outbox.close()
 
-    # ---- arming
-
     def on_connect(self) -> None:
-        """On every (re)connect, before ``online``: a broker that lost its retained messages learns the
-        state again, and whoever reacts to ``online`` finds it."""
-        with self._arming_lock:
-            # Published after every message the broker kept for us: when it comes back, the backlog is done.
-            self._live = False
-            if self._armed is not None:
-                self._publish_armed(self._armed)
-
-    def _default_arming(self) -> None:
-        """Armed by default when neither our outbox nor the broker knew the state."""
-        while not self.client.connected.wait(0.5):
-            if self._stop.is_set():
-                return
-        # The retained state arrives right after our subscription; give it a moment to do so.
-        if self._stop.wait(ARMED_SETTLE_S):
-            return
-        with self._arming_lock:
-            if self._armed is None:
-                self.logger.info("no arming state stored or retained: armed (the default)")
-                try:
-                    self._set_armed(True, time.time())
-                except (sqlite3.Error, OSError) as error:
-                    # Still unknown, and an unknown state is handled as armed; the next start tries again.
-                    self.logger.error("could not store the default arming state: %s", error)
-
-    def _armed_of(self, message: mqtt.MQTTMessage) -> bool | None:
-        """The ON/OFF of an arming message; None (counted and logged) when it is neither."""
-        try:
-            return schemas.parse_on_off(bytes(message.payload))
-        except schemas.BadPayload as error:
-            self._bad_input(message.topic, str(error))
-            return None
-
-    def _on_armed_set(self, message: mqtt.MQTTMessage) -> None:
-        if (armed := self._armed_of(message)) is None:
-            return
-        with self._arming_lock, redeliver_unless_stored("arming state"):
-            live = self._live and self.client.connected.is_set()
-            at = self._change_time(live)
-            self._set_armed(armed, at)
-        kept = "" if live else f" (sent while we were away: counts from {local_time(at)})"
-        what = "armed" if armed else "disarmed: no alerts and no deterrent until re-armed"
-        self.logger.info("%s%s", what, kept)
-
-    def _on_armed_state(self, message: mqtt.MQTTMessage) -> None:
-        """Our own state coming back (not retained) ends the backlog after a (re)connect (see on_connect).
-        Otherwise only used to restore the state when our own data dir does not have it; we own the topic."""
-        if not message.retain:
-            self._live = True
-            return
-        if (armed := self._armed_of(message)) is None:
-            return
-        with self._arming_lock, redeliver_unless_stored("arming state"):
-            if self._armed is None:
-                self._set_armed(armed, time.time())
-                self.logger.info("restored arming state from the broker: %s", schemas.on_off(armed))
-
-    def _change_time(self, live: bool) -> float:
-        """When an arming command handled now took effect. A live one: now. One the broker kept for us while
-        we were away (or sends again) carries no time; it was published after every message queued before it,
-        so it counts from the latest of those: events queued after it are judged by it, and those before it
-        by the state before. Call with the arming lock held."""
-        now = time.time()
-        latest = self._history.latest_at
-        if live:
-            return max(now, latest)
-        return max(latest, min(now, self._handled_until))
-
-    def _arming_keep_since(self) -> float:
-        return time.time() - max(self.settings.notify_max_age, ARMING_KEEP_MIN_S)
-
-    def _set_armed(self, armed: bool, at: float) -> None:
-        """Stored first: a state that could not be stored is not taken (the caller decides what then)."""
-        self._store_armed(armed, at)
-        self._armed = armed
-        self._publish_armed(armed)
-
-    def _store_armed(self, armed: bool, at: float) -> None:
-        """The state, and a change of it in the history (taking effect at ``at``)."""
-        changed = armed != self._armed or not self._history
-        at = max(at, self._history.latest_at)  # the history stays in order whatever the clock does
-        change = (at, armed) if changed else None
-        self._outbox.set_armed(ARMED_KEY, schemas.on_off(armed), change, self._arming_keep_since())
-        if changed:
-            self._history = ArmingHistory(self._outbox.arming_history())
-            self._handled_until = max(self._handled_until, at)
-
-    def _publish_armed(self, armed: bool) -> None:
-        self.client.publish(topics.ARMED_STATE, schemas.on_off(armed), qos=1, retain=True)
+        self._arming.on_connect()
 
     # ---- events
 
@@ -313,15 +161,10 @@ class Notifier(ServiceHandler[NotifierSettings]):
             return
         snapshot = self._snapshot_of(event, message.topic)
         now = time.time()
-        with self._arming_lock:
-            # Judged by the state when it was detected: that is when a notifier that was up decided.
-            armed_then = self._history.state_at(event.detected_at) is not False
-            armed_now = self._armed is not False
-            live = self._live and self.client.connected.is_set()
-            self._handled_until = max(self._handled_until, now if live else min(now, event.detected_at))
+        armed_then, armed_now = self._arming.judge(event.detected_at, now)
         reason = self._reason_not_to_email(event) if armed_then else "disarmed"
         # Acknowledged only once the row is committed: an event the outbox could not take comes again.
-        with redeliver_unless_stored(f"event {event.event_id}"):
+        try:
             stored = self._outbox.record(
                 event_id=event.event_id,
                 camera=event.camera,
@@ -333,6 +176,8 @@ class Notifier(ServiceHandler[NotifierSettings]):
                 reason=reason,
                 now=time.time(),
             )
+        except (sqlite3.Error, OSError) as error:
+            raise Redeliver(f"event {event.event_id}: {error}") from error
         if not stored:
             self.logger.info("event %s was delivered again; already handled", event.event_id)
             return

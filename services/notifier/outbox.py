@@ -11,13 +11,23 @@ that an event is judged by the state in force when it was detected (docs/notifie
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from services.common.database import open_durable
-from services.notifier.const import ARMING_HISTORY_MAX_CHANGES, OUTBOX_BUSY_TIMEOUT_S
+from services.common.service import StartupError
+from services.notifier.const import (
+    ARMING_HISTORY_MAX_CHANGES,
+    DATA_DIR_MODE,
+    DATA_FILE_MODE,
+    OUTBOX_BUSY_TIMEOUT_S,
+    OUTBOX_FILE,
+)
 
 Status = Literal["pending", "sent", "expired", "suppressed"]
 # Rows this old are deleted at start, so the outbox does not grow for ever.
@@ -213,3 +223,31 @@ class Outbox:
     def _update(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock:
             self._db.execute(sql, parameters)
+
+
+def make_private(path: Path, mode: int, logger: logging.Logger) -> None:
+    """``path`` readable by its owner only; a path we do not own (and so cannot change) is warned about."""
+    if path.stat().st_mode & 0o777 == mode:
+        return
+    try:
+        path.chmod(mode)
+    except PermissionError as error:
+        logger.warning("%s is readable by others and could not be made private: %s", path, error)
+
+
+def open_outbox(data_dir: Path, logger: logging.Logger) -> Outbox:
+    """The outbox in ``data_dir``, made if needed, directory and files for the notifier's user only (they
+    hold snapshots from inside the house); StartupError when the directory cannot hold it."""
+    path = data_dir / OUTBOX_FILE
+    try:
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        make_private(data_dir, DATA_DIR_MODE, logger)
+        if not path.exists():
+            # Made here with its mode: SQLite gives its -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, DATA_FILE_MODE))
+        for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+            if file.exists():
+                make_private(file, DATA_FILE_MODE, logger)
+        return Outbox(path)
+    except (OSError, sqlite3.Error) as error:
+        raise StartupError("NOTIFY_DATA_DIR", str(error), data_dir) from error
