@@ -33,7 +33,7 @@ def test_an_event_the_store_could_not_take_comes_again_and_is_stored_once(
     broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The relay's write gives up on the lock after 0.1 s instead of 5 s.
-    monkeypatch.setattr("services.web.events.BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("services.web.event_model.BUSY_TIMEOUT_MS", 100)
     camera = "web-locked"
     event_id = f"{camera}-1-person"
     data_dir = tmp_path / "web"

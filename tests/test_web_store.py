@@ -16,7 +16,8 @@ import paho.mqtt.client as mqtt
 from scripts.localbroker import LocalBroker, free_port
 from services.common import schemas, topics
 from services.web.event_model import EventFilter
-from services.web.events import EventStore, write_durably
+from services.web.events import EventStore
+from services.web.pictures import write_durably
 from tests.support import Collector, detection_event, footage_frames, relay_mqtt_env, wait_until
 from tests.web_support import PASSWORD
 

@@ -1,21 +1,73 @@
-"""An event as the store keeps it, and which events to list."""
+"""An event as the store keeps it (its table and its row), and which events to list."""
 
 from __future__ import annotations
 
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common import topics
-from services.web.const import EVENTS_PAGE_SIZE
+from services.common.database import open_durable
+from services.web.const import BUSY_TIMEOUT_MS, EVENTS_PAGE_SIZE
+from services.web.files import create_private, restrict_existing
 
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    label TEXT NOT NULL,
+    day TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    updated_at REAL NOT NULL,
+    score REAL NOT NULL,
+    top_score REAL NOT NULL,
+    box TEXT NOT NULL,
+    zones TEXT NOT NULL,
+    snapshot TEXT,
+    thumbnail TEXT,
+    snapshot_bytes INTEGER NOT NULL DEFAULT 0,
+    closed_by_relay INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_started ON events (started_at DESC);
+CREATE INDEX IF NOT EXISTS events_filters ON events (camera, label, day);
+"""
+# After the migrations: the open events, for closing them.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS events_open ON events (camera, label, updated_at) WHERE ended_at IS NULL;
+"""
+# Columns added since the first release: (name, definition), added to an older database at start.
+ADDED_COLUMNS = [("closed_by_relay", "INTEGER NOT NULL DEFAULT 0")]
+
+
+def open_events(database: Path) -> sqlite3.Connection:
+    """The events database, private to the relay's user, upgraded to the current table."""
+    # SQLite makes its -wal and -shm files with the database's mode.
+    create_private(database)
+    restrict_existing(*(database.with_name(database.name + end) for end in ("-wal", "-shm")))
+    db = open_durable(database, SCHEMA)
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+    db.row_factory = sqlite3.Row
+    have = {row["name"] for row in db.execute("PRAGMA table_info(events)")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
+    db.executescript(INDEXES)
+    return db
+
+
+def local_day(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(epoch_s))
 
 
 def matching(pattern: re.Pattern[str], problem: str) -> Callable[[str | None], str | None]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,76 +22,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from services.common import schemas
-from services.common.database import open_durable
-from services.common.jpeg import check_snapshot
-from services.web.const import BUSY_TIMEOUT_MS, DATABASE_FILE, SNAPSHOT_DIR
-from services.web.event_model import EVENT_ID_RE, EventFilter, StoredEvent
-from services.web.files import create_private, private_dir, restrict, restrict_existing, write_new
-
-THUMB_WIDTH = 320
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY,
-    camera TEXT NOT NULL,
-    label TEXT NOT NULL,
-    day TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    updated_at REAL NOT NULL,
-    score REAL NOT NULL,
-    top_score REAL NOT NULL,
-    box TEXT NOT NULL,
-    zones TEXT NOT NULL,
-    snapshot TEXT,
-    thumbnail TEXT,
-    snapshot_bytes INTEGER NOT NULL DEFAULT 0,
-    closed_by_relay INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS events_started ON events (started_at DESC);
-CREATE INDEX IF NOT EXISTS events_filters ON events (camera, label, day);
-"""
-# After the migrations: the open events, for closing them.
-INDEXES = """
-CREATE INDEX IF NOT EXISTS events_open ON events (camera, label, updated_at) WHERE ended_at IS NULL;
-"""
-# Columns added since the first release: (name, definition), added to an older database at start.
-ADDED_COLUMNS = [("closed_by_relay", "INTEGER NOT NULL DEFAULT 0")]
+from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
+from services.web.event_model import (
+    EVENT_ID_RE,
+    EventFilter,
+    StoredEvent,
+    local_day,
+    open_events,
+)
+from services.web.files import private_dir, restrict
+from services.web.pictures import make_thumbnail, write_durably
 
 # Told why a snapshot was refused (the event is stored without it).
 Refused = Callable[[str], None]
-
-
-def local_day(epoch_s: float) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(epoch_s))
-
-
-def make_thumbnail(jpeg: bytes) -> bytes | None:
-    """A small copy; BadPayload (before any decoding) for a JPEG too large to decode."""
-    check_snapshot(jpeg)
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    height, width = image.shape[:2]
-    if width > THUMB_WIDTH:
-        image = cv2.resize(
-            image, (THUMB_WIDTH, max(1, height * THUMB_WIDTH // width)), interpolation=cv2.INTER_AREA
-        )
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    return encoded.tobytes() if ok else None
-
-
-def write_durably(directory: Path, stem: str, data: bytes) -> str:
-    """Write ``data`` under a new unique name in ``directory``; the name appears only once complete."""
-    name = f"{stem}.{secrets.token_hex(4)}.jpg"
-    temporary = directory / f"{name}.tmp"
-    write_new(temporary, data)
-    temporary.rename(directory / name)
-    return name
 
 
 class EventStore:
@@ -102,21 +44,7 @@ class EventStore:
         private_dir(self.snapshot_dir)
         self._logger = logger
         self._lock = threading.Lock()
-        database = data_dir / DATABASE_FILE
-        # SQLite makes its -wal and -shm files with the database's mode.
-        create_private(database)
-        restrict_existing(*(database.with_name(database.name + end) for end in ("-wal", "-shm")))
-        self._db = open_durable(database, SCHEMA)
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
-        self._db.row_factory = sqlite3.Row
-        self._migrate()
-
-    def _migrate(self) -> None:
-        have = {row["name"] for row in self._db.execute("PRAGMA table_info(events)")}
-        for name, definition in ADDED_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
-        self._db.executescript(INDEXES)
+        self._db = open_events(data_dir / DATABASE_FILE)
 
     def close(self) -> None:
         with self._lock:
