@@ -107,8 +107,8 @@ class DetectorSettings(HassSettings):
     detector_instance: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_-]{0,32}$",
-        description="Name of this detector instance in stats and its MQTT client id; empty = host name "
-        "and process id.",
+        description="Name of this detector instance in stats (each instance also needs a broker login of "
+        "its own, see docs/deploy.md); empty = host name and process id.",
     )
 
     @field_validator("detector_objects")
