@@ -23,7 +23,8 @@ from services.camera.const import (
 from services.camera.settings import CameraSettings
 from services.camera.sources import Capture, Image, SourceError, make_source
 from services.common import __version__, topics
-from services.common.mqtt import MqttClient, RateLimitedLog, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.schemas import (
     MAX_FRAME_BYTES,
     AlarmCommand,

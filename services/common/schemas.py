@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import from_json
 
 from services.common import topics
 
@@ -40,11 +41,20 @@ MAX_STATS_CAMERAS = 1000  # cameras in one DetectorStats
 # the broker's message_size_limit (MAX_FRAME_BYTES). MAX_SNAPSHOT_BYTES is the largest JPEG that fits.
 MAX_SNAPSHOT_CHARS = MAX_FRAME_BYTES - 64 * 1024
 MAX_SNAPSHOT_BYTES = MAX_SNAPSHOT_CHARS // 4 * 3
+# Times are epoch seconds from 1970 to 2286: a time beyond (1e17 is the year 3e9) is no date a consumer can
+# show or store (time.localtime fails on it, and the relay took that for a full disk and had the event sent
+# again for ever).
+MAX_EPOCH_S = 10_000_000_000
+# ON/OFF words, with room for quotes and white space: a longer payload is refused before it is decoded.
+MAX_WORD_BYTES = 64
 
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 # A camera id that is safe as a topic level (see topics.validate_camera_id).
 CameraId = Annotated[str, Field(max_length=32), AfterValidator(topics.validate_camera_id)]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+EpochSeconds = Annotated[float, Field(ge=0.0, le=MAX_EPOCH_S)]
+# Validation context of a message received (parsed), as opposed to one a service builds.
+RECEIVED = {"received": True}
 
 
 class BadPayload(ValueError):
@@ -53,9 +63,10 @@ class BadPayload(ValueError):
 
 class Message(BaseModel):
     """Base of every JSON message: versioned, strict about unknown versions, lenient about extra fields
-    (so an older consumer keeps working when a newer producer adds one)."""
+    (so an older consumer keeps working when a newer producer adds one). No number is NaN or infinite: JSON
+    has neither, and a consumer that passed one on would write JSON that browsers cannot read."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     version: Literal[1] = 1
 
@@ -65,7 +76,14 @@ class Message(BaseModel):
     @classmethod
     def parse(cls, payload: bytes) -> Self:
         try:
-            return cls.model_validate_json(payload)
+            # Read into Python objects first, then validated: pydantic validating the JSON itself copies the
+            # whole input into every error, and a 6 MB message with a long list and a few fields missing took
+            # a gigabyte of memory. Validated from Python objects, errors only point at the input.
+            value = from_json(payload)
+        except ValueError as error:
+            raise BadPayload(f"not a valid {cls.__name__}: Invalid JSON: {str(error)[:120]}") from error
+        try:
+            return cls.model_validate(value, context=RECEIVED)
         except ValidationError as error:
             first = error.errors()[0]
             # The location may hold a key from the message: clipped, as it goes into a log line.
@@ -80,7 +98,7 @@ class FrameMeta(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    captured_ms: int = Field(ge=0, description="Capture time, epoch milliseconds.")
+    captured_ms: int = Field(ge=0, le=MAX_EPOCH_S * 1000, description="Capture time, epoch milliseconds.")
     seq: int = Field(ge=0, description="Sequence number, +1 per published frame, from 0 at camera start.")
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -128,21 +146,25 @@ class CameraInfo(Message):
         None, max_length=MAX_TEXT_CHARS, description="Why the source is reconnecting, when it is."
     )
     software_version: str = Field(max_length=MAX_NAME_CHARS)
-    updated_at: float = Field(description="Epoch seconds.")
+    updated_at: EpochSeconds
 
     @field_validator("source", "error", "software_version", mode="before")
     @classmethod
     def shortened_when_built(cls, value: object, info: ValidationInfo) -> object:
         """The camera building its info shortens a long text (an OpenCV error can run to kilobytes) instead
-        of failing; a received message (JSON) with a text over its bound is refused."""
+        of failing; a received message (parsed) with a text over its bound is refused."""
         limit = MAX_NAME_CHARS if info.field_name == "software_version" else MAX_TEXT_CHARS
-        if info.mode == "python" and isinstance(value, str) and len(value) > limit:
+        received = info.mode == "json" or info.context == RECEIVED
+        if not received and isinstance(value, str) and len(value) > limit:
             return value[: limit - 1] + "…"
         return value
 
 
 def parse_on_off(payload: bytes) -> bool:
     """``ON``/``OFF`` (any case, also ``true``/``false``, ``1``/``0``) as a bool, else BadPayload."""
+    if len(payload) > MAX_WORD_BYTES:
+        # Not decoded: 5 MB of random bytes took 50 MB as text.
+        raise BadPayload(f"expected ON or OFF, got {len(payload)} bytes starting {payload[:20]!r}")
     text = payload.decode("utf-8", "replace").strip().strip('"').upper()
     if text in {"ON", "TRUE", "1"}:
         return True
@@ -189,10 +211,14 @@ class DetectionEvent(Message):
     top_score: UnitFloat = Field(description="Best smoothed score over the event so far.")
     box: Box = Field(description="x_min, y_min, x_max, y_max, normalized 0-1.")
     zones: list[Name] = Field(default_factory=list, max_length=MAX_ZONES)
-    started_at: float = Field(description="Epoch seconds of the first confirming frame's capture.")
-    ended_at: float | None = Field(None, description="Epoch seconds; set on end.")
-    frame_time: float = Field(description="Capture time of the frame this message describes, epoch seconds.")
-    detected_at: float = Field(description="When the detector finished with that frame, epoch seconds.")
+    started_at: EpochSeconds = Field(description="Epoch seconds of the first confirming frame's capture.")
+    ended_at: EpochSeconds | None = Field(None, description="Epoch seconds; set on end.")
+    frame_time: EpochSeconds = Field(
+        description="Capture time of the frame this message describes, epoch seconds."
+    )
+    detected_at: EpochSeconds = Field(
+        description="When the detector finished with that frame, epoch seconds."
+    )
     snapshot: str | None = Field(
         None,
         max_length=MAX_SNAPSHOT_CHARS,
@@ -250,6 +276,9 @@ class DetectorStats(Message):
     cameras: dict[CameraId, CameraStats] = Field(max_length=MAX_STATS_CAMERAS)
     published_at: float
     frames_bad_camera_id: int = 0
+    # Refused messages that are no camera's: camera infos (Home Assistant discovery), detect/set and
+    # detect/state on a malformed camera id.
+    messages_bad: int = 0
 
 
 def dumps(obj: object) -> bytes:

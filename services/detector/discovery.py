@@ -84,8 +84,10 @@ class HassDiscovery:
         try:
             info = schemas.CameraInfo.parse(bytes(message.payload))
         except schemas.BadPayload as error:
-            self.bad_payloads += 1
-            self._bad_log.report(f"info:{camera}", f"ignored camera info on {message.topic}: {error}")
+            self._bad(message.topic, str(error))
+            return
+        if info.camera != camera:
+            self._bad(message.topic, f"info names camera {info.camera!r}")
             return
         with self._lock:
             known = self._cameras.get(camera)
@@ -104,8 +106,16 @@ class HassDiscovery:
         for entity in camera_entities(info, self._labels_of(info.camera)):
             self._client.publish(entity.topic(self._prefix), b"", qos=1, retain=True)
 
+    def _bad(self, topic: str, why: str) -> None:
+        self.bad_payloads += 1
+        self._bad_log.report(topic, f"ignored a bad message on {topic} ({self.bad_payloads} so far): {why}")
+
     def _on_hass_status(self, message: mqtt.MQTTMessage) -> None:
-        if message.payload.strip().lower() != topics.ONLINE.encode():
+        said = message.payload.strip().lower()
+        if said == topics.OFFLINE.encode():
+            return
+        if said != topics.ONLINE.encode():
+            self._bad(message.topic, f"expected online or offline, got {bytes(message.payload[:40])!r}")
             return
         with self._lock:
             cameras = list(self._cameras.values())

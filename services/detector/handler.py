@@ -72,6 +72,9 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         )
         # Shared with the pipeline: one report a minute per camera for every kind of bad frame.
         self._bad_log = RateLimitedLog(logger)
+        # Refused messages that belong to no camera's stats: detect/set and detect/state on a malformed
+        # camera id. With the camera infos Home Assistant discovery refused, they are the stats' messages_bad.
+        self._messages_bad = 0
         self._pipeline = Pipeline(
             settings=settings,
             detector=detector,
@@ -81,6 +84,7 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             instance=instance_name(settings),
             logger=logger,
             bad_log=self._bad_log,
+            messages_bad=lambda: self._messages_bad + self._discovery.bad_payloads,
         )
         self._discovery = HassDiscovery(
             client,
@@ -136,9 +140,14 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         if not usable:
             self._bad_log.report(camera, f"camera {camera}: bad frame: {problem}")
 
+    def _bad_camera_id(self, topic: str) -> None:
+        self._messages_bad += 1
+        self._bad_log.report("command-camera-id", f"message on {topic[:80]!r}: not a valid camera id")
+
     def on_detect_set(self, message: mqtt.MQTTMessage) -> None:
         camera = topics.camera_of(message.topic)
         if camera is None:
+            self._bad_camera_id(message.topic)
             return
         try:
             detecting = schemas.parse_on_off(bytes(message.payload))
@@ -153,10 +162,15 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
     def on_detect_state(self, message: mqtt.MQTTMessage) -> None:
         """Our own retained switch, read back once at start so a restart keeps a camera switched off."""
         camera = topics.camera_of(message.topic)
-        if camera is None or not message.retain:
+        if camera is None:
+            self._bad_camera_id(message.topic)
             return
         try:
             detecting = schemas.parse_on_off(bytes(message.payload))
-        except schemas.BadPayload:
+        except schemas.BadPayload as error:
+            # Counted whether retained or not: only detectors may publish here, so it is a broken one.
+            self._pipeline.count_bad_command(camera)
+            self._bad_log.report(f"{camera}-detect", f"camera {camera}: bad detect/state: {error}")
             return
-        self._pipeline.restore(camera, detecting)
+        if message.retain:  # live ones are our own (or another instance's) state coming back
+            self._pipeline.restore(camera, detecting)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from services.common import schemas, topics
-from services.common.mqtt import MqttClient, RateLimitedLog
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient
 from services.detector import events
 from services.detector.const import EMA_WEIGHT, PREPARE_MARGIN_S, WORKER_TICK_S
 from services.detector.model import Detector, Image
@@ -72,7 +74,10 @@ class Pipeline:
         instance: str,
         logger: logging.Logger,
         bad_log: RateLimitedLog,
+        messages_bad: Callable[[], int] = lambda: 0,
     ) -> None:
+        """``messages_bad``: how many messages other than frames the handler refused without a camera to
+        count them on (DetectorStats.messages_bad)."""
         self._settings = settings
         self._detector = detector
         self._cameras = cameras
@@ -84,6 +89,7 @@ class Pipeline:
         self._feeds: dict[str, CameraFeed] = {}
         self._retained_detect: dict[str, bool] = {}
         self._frames_bad_camera_id = 0
+        self._messages_bad = messages_bad
         # Guards the feeds (slots, switches, stats), the counts and _ready; wakes the two threads.
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -301,4 +307,5 @@ class Pipeline:
             cameras=cameras,
             published_at=time.time(),
             frames_bad_camera_id=bad_ids,
+            messages_bad=self._messages_bad(),
         )

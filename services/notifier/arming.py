@@ -145,10 +145,10 @@ class Arming:
     def on_state(self, message: mqtt.MQTTMessage) -> None:
         """Our own state coming back (not retained) ends the backlog after a (re)connect (see on_connect).
         Otherwise only used to restore the state when our own data dir does not have it; we own the topic."""
+        if (armed := self._armed_of(message)) is None:
+            return
         if not message.retain:
             self._live = True
-            return
-        if (armed := self._armed_of(message)) is None:
             return
         with self._lock:
             if self._armed is None:

@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from services.common.mqtt import RateLimitedLog
+from services.common.logs import RateLimitedLog
 from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.blueprints import access, api, auth, live, pages, stream
 from services.web.blueprints.common import EXTENSION, WebContext

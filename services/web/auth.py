@@ -150,4 +150,10 @@ def new_csrf_token() -> str:
 
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
-    return bool(expected and given) and hmac.compare_digest(str(expected), str(given))
+    if not (expected and given):
+        return False
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, answered 500), and a
+    # forged token may have any.
+    return hmac.compare_digest(
+        str(expected).encode(errors="surrogatepass"), str(given).encode(errors="surrogatepass")
+    )

@@ -19,7 +19,8 @@ from services.web.const import BUSY_TIMEOUT_MS, EVENTS_PAGE_SIZE
 from services.web.files import create_private, restrict_existing
 
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits: \d would take any script's (a day in Arabic-Indic digits matched no event, answered 200).
+DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -15,7 +15,8 @@ from flask import Flask
 
 from services.common import schemas, topics
 from services.common.jpeg import MAX_IMAGE_PIXELS, check_jpeg
-from services.common.mqtt import MqttClient, RateLimitedLog, Route
+from services.common.logs import RateLimitedLog
+from services.common.mqtt import MqttClient, Route
 from services.common.service import Presence, ServiceHandler, StartupError
 from services.web.app import create_app
 from services.web.broadcast import Broadcaster
@@ -220,6 +221,9 @@ class WebRelay(ServiceHandler[WebSettings]):
     def _on_status(self, camera: str, payload: bytes) -> None:
         if not payload:  # a cleared retained message
             return
+        if len(payload) > schemas.MAX_WORD_BYTES:  # not decoded: 5 MB of junk took 50 MB as text
+            self._bad(topics.status(camera), f"expected online or offline, got {len(payload)} bytes")
+            return
         text = payload.decode("utf-8", "replace").strip()
         if text not in (topics.ONLINE, topics.OFFLINE):
             self._bad(topics.status(camera), f"expected online or offline, got {text[:40]!r}")
@@ -242,6 +246,7 @@ class WebRelay(ServiceHandler[WebSettings]):
     def _on_camera_state(self, message: mqtt.MQTTMessage) -> None:
         camera = topics.camera_of(message.topic)
         if camera is None:
+            self._bad(message.topic, "not a camera topic")
             return
         is_detect = message.topic == topics.detect_state(camera)
         if not is_detect and message.topic != topics.alarm_state(camera):

@@ -10,7 +10,7 @@ from flask import abort, current_app, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from services.common import topics
-from services.common.mqtt import RateLimitedLog
+from services.common.logs import RateLimitedLog
 from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.event_model import StoredEvent
 
@@ -70,7 +70,10 @@ def require_broker() -> None:
 
 def json_body(model: type[ModelT]) -> ModelT:
     """The request's JSON object as ``model``; 400 otherwise."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than Python's JSON decoder goes (a 60 KB body can): no object
+        body = None
     if not isinstance(body, dict):
         abort(400, "expected a JSON object")
     try:
