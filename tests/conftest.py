@@ -6,9 +6,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from scripts.localbroker import LocalBroker
+from services.web.relay import WebRelay
 from tests.support import SHARED_DIR, Collector, ServiceProcess
+from tests.web_support import running_relay
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,3 +63,18 @@ def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     for each in started:
         if each.process is not None and each.process.poll() is None:
             each.kill()
+
+
+@pytest.fixture
+def publisher(broker: LocalBroker) -> Iterator[Collector]:
+    """An admin client for a test to publish with, on the session's broker."""
+    made = Collector(broker)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def web(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[WebRelay, Flask]]:
+    """The web relay in process (Flask's test client on ``app``), on the session's broker."""
+    with running_relay(broker, tmp_path / "web") as relay_and_app:
+        yield relay_and_app

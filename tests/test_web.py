@@ -8,7 +8,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,6 @@ from services.common import topics
 from services.web.relay import WebRelay
 from tests.support import Collector, detection_event, footage_frames, wait_until
 from tests.web_support import log_in, running_relay
-
-
-@pytest.fixture
-def publisher(broker: LocalBroker) -> Iterator[Collector]:
-    made = Collector(broker)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def web(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[WebRelay, Flask]]:
-    with running_relay(broker, tmp_path / "web") as relay_and_app:
-        yield relay_and_app
 
 
 def logged_in(app: Flask) -> tuple[FlaskClient, str]:

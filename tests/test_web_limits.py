@@ -8,7 +8,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -35,19 +34,6 @@ from tests.web_support import (
 )
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def publisher(broker: LocalBroker) -> Iterator[Collector]:
-    made = Collector(broker)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def web(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[WebRelay, Flask]]:
-    with running_relay(broker, tmp_path / "web") as relay_and_app:
-        yield relay_and_app
 
 
 def test_a_jpeg_bomb_is_never_decoded_nor_sent_on(
