@@ -53,6 +53,17 @@ def announce(client: MqttClient, camera: str, detecting: bool, objects: Iterable
         client.publish(topics.label_state(camera, label), topics.OFF, qos=1, retain=True)
 
 
+def publish_states(
+    client: MqttClient, camera: str, detecting: bool, labels: Iterable[str], open_labels: set[str]
+) -> None:
+    """A known camera's retained states again: its detection switch, and each label ON while its event is
+    open, else OFF."""
+    publish_detecting(client, camera, detecting)
+    for label in labels:
+        state = topics.ON if label in open_labels else topics.OFF
+        client.publish(topics.label_state(camera, label), state, qos=1, retain=True)
+
+
 def event_message(camera: str, change: Change, snapshot: bytes | None) -> schemas.DetectionEvent:
     event = change.event
     return schemas.DetectionEvent(

@@ -72,6 +72,7 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         )
         # Shared with the pipeline: one report a minute per camera for every kind of bad frame.
         self._bad_log = RateLimitedLog(logger)
+        self._connects = 0  # on the network thread only
         # Refused messages that belong to no camera's stats: detect/set and detect/state on a malformed
         # camera id. With the camera infos Home Assistant discovery refused, they are the stats' messages_bad.
         self._messages_bad = 0
@@ -106,6 +107,11 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             detect_state = topics.detect_state(camera) if camera else topics.ALL_DETECT_STATE
             routes[detect_state] = Route(self.on_detect_state, qos=1)
         return {**routes, **self._discovery.routes()}
+
+    def on_connect(self) -> None:
+        """On every (re)connect, before ``online``: the retained states again, for a broker that lost them."""
+        self._connects += 1
+        self._pipeline.republish()
 
     def start(self) -> None:
         self._pipeline.start()
@@ -160,7 +166,9 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         events.publish_detecting(self.client, camera, detecting)
 
     def on_detect_state(self, message: mqtt.MQTTMessage) -> None:
-        """Our own retained switch, read back once at start so a restart keeps a camera switched off."""
+        """Our own retained switch, read back once at start so a restart keeps a camera switched off. Only
+        on the first connection: after it the switch we hold is the truth (published again on every
+        reconnect), and a broker killed between two of its saves hands back an older one."""
         camera = topics.camera_of(message.topic)
         if camera is None:
             self._bad_camera_id(message.topic)
@@ -172,5 +180,6 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             self._pipeline.count_bad_command(camera)
             self._bad_log.report(f"{camera}-detect", f"camera {camera}: bad detect/state: {error}")
             return
-        if message.retain:  # live ones are our own (or another instance's) state coming back
+        # Live ones are our own (or another instance's) state coming back.
+        if message.retain and self._connects == 1:
             self._pipeline.restore(camera, detecting)

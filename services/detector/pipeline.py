@@ -92,6 +92,9 @@ class Pipeline:
         self._messages_bad = messages_bad
         # Guards the feeds (slots, switches, stats), the counts and _ready; wakes the two threads.
         self._changed = threading.Condition()
+        # Held while a tracker changes and its label states are published, and while they are published
+        # again on a reconnect: the broker never ends up holding a state older than the tracker's.
+        self._label_states = threading.Lock()
         self._stop = threading.Event()
         self._ready: ReadyFrame | None = None
         # Running estimates (seconds) that time the preparation of the next frame; see _prepare_at.
@@ -271,12 +274,13 @@ class Pipeline:
         inference_s = time.monotonic() - started
         self._inference_started = None
         self._inference_s += (inference_s - self._inference_s) * EMA_WEIGHT
-        changes = feed.tracker.observe(detections, ready.pending.captured_at, time.time())
+        with self._label_states:
+            changes = feed.tracker.observe(detections, ready.pending.captured_at, time.time())
+            for change in changes:
+                events.publish_change(self._client, self._logger, feed.camera, change, ready.image)
         with self._changed:
             feed.stats.inferred(inference_s * 1000, age_ms)
             feed.stats.counts.events += sum(change.type == "start" for change in changes)
-        for change in changes:
-            events.publish_change(self._client, self._logger, feed.camera, change, ready.image)
         feed.tracking = feed.tracker.tracking
 
     def _expire(self) -> None:
@@ -285,9 +289,21 @@ class Pipeline:
             feeds = list(self._feeds.values())
         for feed in feeds:
             force, feed.end_all = feed.end_all, False
-            for change in feed.tracker.expire(now, force=force):
-                events.publish_change(self._client, self._logger, feed.camera, change, None)
+            with self._label_states:
+                for change in feed.tracker.expire(now, force=force):
+                    events.publish_change(self._client, self._logger, feed.camera, change, None)
             feed.tracking = feed.tracker.tracking
+
+    def republish(self) -> None:
+        """Every camera's retained detection switch and label states again, as they are now. Called on
+        every (re)connect: a broker that was killed comes back without them, or with older ones from its
+        last save (a person still shown present long after they left)."""
+        with self._changed:
+            feeds = [(feed, feed.detecting) for feed in self._feeds.values()]
+        with self._label_states:
+            for feed, detecting in feeds:
+                open_labels = {label for label, track in feed.tracker.tracks.items() if track.event}
+                events.publish_states(self._client, feed.camera, detecting, feed.tracker.tracks, open_labels)
 
     def stats(self) -> schemas.DetectorStats:
         """Counters since the start; rates and percentiles over the interval since the last call."""

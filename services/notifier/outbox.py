@@ -201,7 +201,9 @@ class Outbox:
                     self._prune_arming(keep_since)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk); a second ROLLBACK would hide why.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def prune_arming(self, keep_since: float) -> int:

@@ -30,6 +30,9 @@ class Sender:
         self._logger = logger
         self._stop = stop
         self._wake = threading.Event()
+        # Alerts the SMTP server accepted that the outbox could not mark sent yet (a full disk): alert id ->
+        # (event id, when). Marked before anything else is sent, and never emailed again meanwhile.
+        self._unmarked: dict[int, tuple[str, float]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -47,6 +50,10 @@ class Sender:
             self._wake.wait(None if next_at is None else max(0.0, next_at - time.time()))
 
     def _send_due(self) -> None:
+        for alert_id, (event_id, sent_at) in list(self._unmarked.items()):
+            self._outbox.mark_sent(alert_id, sent_at)  # still failing: the run loop tries again later
+            del self._unmarked[alert_id]
+            self._logger.info("alert %s recorded as emailed", event_id)
         for alert in self._outbox.due(time.time()):
             if self._stop.is_set():
                 return
@@ -78,7 +85,14 @@ class Sender:
             self._logger.exception("unexpected failure sending alert %s", alert.event_id)
             self._retry_later(alert, "unexpected error")
             return
-        self._outbox.mark_sent(alert.id, time.time())
+        sent_at = time.time()
+        try:
+            self._outbox.mark_sent(alert.id, sent_at)
+        except (sqlite3.Error, OSError):
+            # Still pending in the outbox, but emailed: remembered, so that it is marked later, not resent.
+            self._unmarked[alert.id] = (alert.event_id, sent_at)
+            self._logger.error("alert %s emailed, but the outbox could not record that yet", alert.event_id)
+            raise
         if refused:
             self._logger.error("alert %s: the server refused recipients %s", alert.event_id, sorted(refused))
         self._logger.info(

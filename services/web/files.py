@@ -53,10 +53,16 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def write_new(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (replaced if there), mode 0600, and fsync it."""
+    """Write ``data`` to ``path`` (replaced if there), mode 0600, and fsync it. A write that fails (a full
+    disk) removes what it wrote: a partial file left behind would only take more of the space that is short,
+    once per redelivery of the event."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    with os.fdopen(descriptor, "wb") as file:
-        os.fchmod(file.fileno(), PRIVATE_FILE_MODE)  # a leftover temporary may have had another mode
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            os.fchmod(file.fileno(), PRIVATE_FILE_MODE)  # a leftover temporary may have had another mode
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
