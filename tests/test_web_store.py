@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import schemas, topics
@@ -81,6 +82,24 @@ def test_cleanup_repairs_every_state_a_crash_can_leave(tmp_path: Path) -> None:
     assert kept is not None and (again.snapshot_dir / str(kept.snapshot)).read_bytes() == frames[0]
     assert again.get("crash-2-person").has_snapshot is False  # type: ignore[union-attr]
     again.close()
+
+
+def test_a_failed_thumbnail_write_leaves_no_snapshot_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EventStore(tmp_path, LOGGER)
+
+    def thumbnail_fails(directory: Path, stem: str, data: bytes) -> str:
+        if stem.endswith(".thumb"):
+            raise OSError(28, "No space left on device")
+        return write_durably(directory, stem, data)
+
+    monkeypatch.setattr("services.web.events.write_durably", thumbnail_fails)
+    with pytest.raises(OSError, match="No space"):
+        store.record(event("full-disk", "full-disk-1-person", "start", footage_frames()[0], time.time()))
+    assert list(store.snapshot_dir.iterdir()) == []
+    assert store.get("full-disk-1-person") is None
+    store.close()
 
 
 def test_killed_mid_write_the_relay_restarts_consistent(broker: LocalBroker, service, tmp_path: Path) -> None:

@@ -89,10 +89,15 @@ class EventStore:
         except schemas.BadPayload as error:
             refused(f"event {event.event_id}: snapshot refused: {error}")
             return None
-        return (
-            write_durably(self.snapshot_dir, event.event_id, jpeg),
-            write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail) if thumbnail else None,
-        )
+        snapshot = write_durably(self.snapshot_dir, event.event_id, jpeg)
+        try:
+            thumb = None
+            if thumbnail:
+                thumb = write_durably(self.snapshot_dir, f"{event.event_id}.thumb", thumbnail)
+        except OSError:
+            self._remove_files(snapshot)  # the event comes again and writes both anew
+            raise
+        return snapshot, thumb
 
     def _commit(
         self, event: schemas.DetectionEvent, now: float, new: bool, new_files: tuple[str, str | None] | None
