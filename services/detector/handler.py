@@ -18,7 +18,8 @@ from services.common.service import Presence, ServiceHandler
 from services.detector import events
 from services.detector.const import SERVICE
 from services.detector.discovery import HassDiscovery
-from services.detector.pipeline import PendingFrame, Pipeline
+from services.detector.feed import PendingFrame
+from services.detector.pipeline import Pipeline
 from services.detector.settings import DetectorSettings
 from services.detector.startup import load
 

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -21,43 +20,12 @@ from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient
 from services.detector import events
 from services.detector.const import EMA_WEIGHT, PREPARE_MARGIN_S, WORKER_TICK_S
-from services.detector.model import Detector, Image
+from services.detector.feed import CameraFeed, PendingFrame, ReadyFrame
+from services.detector.model import Detector
 from services.detector.motion import MotionGate
 from services.detector.scene import CameraConfigs
 from services.detector.settings import DetectorSettings
-from services.detector.stats import CameraMeter
 from services.detector.tracker import CameraTracker, Confirmation
-
-
-@dataclass(frozen=True)
-class PendingFrame:
-    payload: bytes
-    captured_at: float  # epoch seconds, from the camera's metadata or the arrival time
-    arrived: float  # time.monotonic() at arrival
-
-
-@dataclass
-class CameraFeed:
-    """One camera as the pipeline sees it: its slot, its tracker, its motion gate and its stats."""
-
-    camera: str
-    tracker: CameraTracker
-    gate: MotionGate
-    stats: CameraMeter = field(default_factory=CameraMeter)
-    slot: PendingFrame | None = None
-    detecting: bool = True
-    end_all: bool = False  # detection was turned off: the worker ends the open events
-    tracking: bool = False  # the tracker's view, copied by the worker for the preparing thread
-
-
-@dataclass(frozen=True)
-class ReadyFrame:
-    """A frame decoded, gated and resized for the model, waiting for the interpreter."""
-
-    feed: CameraFeed
-    pending: PendingFrame
-    image: Image
-    model_input: Image
 
 
 class Pipeline:
