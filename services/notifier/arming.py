@@ -4,7 +4,6 @@ moment it was detected, not at the moment it reached the notifier (docs/notifier
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from bisect import bisect_right
@@ -13,11 +12,10 @@ from collections.abc import Callable, Iterable
 import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
-from services.common.acks import Redeliver
 from services.common.mqtt import MqttClient
 from services.notifier.const import ARMED_KEY, ARMED_SETTLE_S, ARMING_KEEP_MIN_S
 from services.notifier.mailer import local_time
-from services.notifier.outbox import Outbox
+from services.notifier.outbox import STORE_ERRORS, Outbox, redelivered_unless_stored
 
 
 class ArmingHistory:
@@ -46,15 +44,6 @@ class ArmingHistory:
             return None
         index = bisect_right(self._times, moment)
         return self._states[max(index - 1, 0)]
-
-
-def stored_or_redelivered(store: Callable[[], None], what: str) -> None:
-    """An outbox write that failed (locked, disk full) leaves the message unacknowledged: the broker sends
-    it again, instead of it being acknowledged and lost."""
-    try:
-        store()
-    except (sqlite3.Error, OSError) as error:
-        raise Redeliver(f"{what}: {error}") from error
 
 
 class Arming:
@@ -127,7 +116,7 @@ class Arming:
                 self._logger.info("no arming state stored or retained: armed (the default)")
                 try:
                     self._set(True, time.time())
-                except (sqlite3.Error, OSError) as error:
+                except STORE_ERRORS as error:
                     # Still unknown, and an unknown state is handled as armed; the next start tries again.
                     self._logger.error("could not store the default arming state: %s", error)
 
@@ -137,7 +126,8 @@ class Arming:
         with self._lock:
             live = self._live and self._client.connected.is_set()
             at = self._change_time(live)
-            stored_or_redelivered(lambda: self._set(armed, at), "arming state")
+            with redelivered_unless_stored("arming state"):
+                self._set(armed, at)
         kept = "" if live else f" (sent while we were away: counts from {local_time(at)})"
         what = "armed" if armed else "disarmed: no alerts and no deterrent until re-armed"
         self._logger.info("%s%s", what, kept)
@@ -152,7 +142,8 @@ class Arming:
             return
         with self._lock:
             if self._armed is None:
-                stored_or_redelivered(lambda: self._set(armed, time.time()), "arming state")
+                with redelivered_unless_stored("arming state"):
+                    self._set(armed, time.time())
                 self._logger.info("restored arming state from the broker: %s", schemas.on_off(armed))
 
     def _armed_of(self, message: mqtt.MQTTMessage) -> bool | None:

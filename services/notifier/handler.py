@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import ssl
 import threading
 import time
@@ -13,7 +12,6 @@ from datetime import datetime
 import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
-from services.common.acks import Redeliver
 from services.common.jpeg import check_snapshot
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Route
@@ -26,7 +24,7 @@ from services.notifier.const import (
     SERVICE,
     SESSION_EXPIRY_S,
 )
-from services.notifier.outbox import open_outbox
+from services.notifier.outbox import open_outbox, redelivered_unless_stored
 from services.notifier.sender import Sender
 from services.notifier.settings import NotifierSettings, QuietRange
 
@@ -164,7 +162,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
         armed_then, armed_now = self._arming.judge(event.detected_at, now)
         reason = self._reason_not_to_email(event) if armed_then else "disarmed"
         # Acknowledged only once the row is committed: an event the outbox could not take comes again.
-        try:
+        with redelivered_unless_stored(f"event {event.event_id}"):
             stored = self._outbox.record(
                 event_id=event.event_id,
                 camera=event.camera,
@@ -176,8 +174,6 @@ class Notifier(ServiceHandler[NotifierSettings]):
                 reason=reason,
                 now=time.time(),
             )
-        except (sqlite3.Error, OSError) as error:
-            raise Redeliver(f"event {event.event_id}: {error}") from error
         if not stored:
             self.logger.info("event %s was delivered again; already handled", event.event_id)
             return

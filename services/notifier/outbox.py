@@ -15,10 +15,13 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from services.common.acks import Redeliver
 from services.common.database import open_durable
 from services.common.service import StartupError
 from services.notifier.const import (
@@ -227,6 +230,20 @@ class Outbox:
             self._db.execute(sql, parameters)
 
 
+# What a failed outbox write raises: a locked database (another process holds it), a full disk.
+STORE_ERRORS = (sqlite3.Error, OSError)
+
+
+@contextmanager
+def redelivered_unless_stored(what: str) -> Iterator[None]:
+    """An outbox write that failed leaves the message unacknowledged: the broker sends it again, instead of
+    it being acknowledged and lost (services/common/acks.py)."""
+    try:
+        yield
+    except STORE_ERRORS as error:
+        raise Redeliver(f"{what}: {error}") from error
+
+
 def make_private(path: Path, mode: int, logger: logging.Logger) -> None:
     """``path`` readable by its owner only; a path we do not own (and so cannot change) is warned about."""
     if path.stat().st_mode & 0o777 == mode:
@@ -251,5 +268,5 @@ def open_outbox(data_dir: Path, logger: logging.Logger) -> Outbox:
             if file.exists():
                 make_private(file, DATA_FILE_MODE, logger)
         return Outbox(path)
-    except (OSError, sqlite3.Error) as error:
+    except STORE_ERRORS as error:
         raise StartupError("NOTIFY_DATA_DIR", str(error), data_dir) from error

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 
 from services.notifier.const import OUTBOX_RETRY_S
 from services.notifier.mailer import Mailer, SendError
-from services.notifier.outbox import Alert, Outbox
+from services.notifier.outbox import STORE_ERRORS, Alert, Outbox
 from services.notifier.settings import NotifierSettings
 
 
@@ -43,7 +42,7 @@ class Sender:
             try:
                 self._send_due()
                 next_at = self._outbox.next_attempt_at()
-            except (sqlite3.Error, OSError) as error:
+            except STORE_ERRORS as error:
                 # The alerts stay pending in the outbox; the sender must live on to send them later.
                 self._logger.error("outbox failed: %s; sending again in %g s", error, OUTBOX_RETRY_S)
                 next_at = time.time() + OUTBOX_RETRY_S
@@ -88,7 +87,7 @@ class Sender:
         sent_at = time.time()
         try:
             self._outbox.mark_sent(alert.id, sent_at)
-        except (sqlite3.Error, OSError):
+        except STORE_ERRORS:
             # Still pending in the outbox, but emailed: remembered, so that it is marked later, not resent.
             self._unmarked[alert.id] = (alert.event_id, sent_at)
             self._logger.error("alert %s emailed, but the outbox could not record that yet", alert.event_id)
