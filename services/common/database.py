@@ -5,6 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+# What a failed write of a store raises: a locked database (another process holds it), a full disk. The
+# message being stored is then not acknowledged, so that the broker sends it again.
+STORE_ERRORS = (sqlite3.Error, OSError)
+
 
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     """A connection whose committed rows survive a crash or a power cut (WAL + synchronous FULL), in

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 import paho.mqtt.client as mqtt
 
 from services.common import schemas, topics
+from services.common.database import STORE_ERRORS
 from services.common.mqtt import MqttClient
 from services.notifier.const import ARMED_KEY, ARMED_SETTLE_S, ARMING_KEEP_MIN_S
 from services.notifier.mailer import local_time
-from services.notifier.outbox import STORE_ERRORS, Outbox, redelivered_unless_stored
+from services.notifier.outbox import Outbox, redelivered_unless_stored
 
 
 class ArmingHistory:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.acks import Redeliver
-from services.common.database import open_durable
+from services.common.database import STORE_ERRORS, open_durable
 from services.common.service import StartupError
 from services.notifier.const import (
     ARMING_HISTORY_MAX_CHANGES,
@@ -228,10 +227,6 @@ class Outbox:
     def _update(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock:
             self._db.execute(sql, parameters)
-
-
-# What a failed outbox write raises: a locked database (another process holds it), a full disk.
-STORE_ERRORS = (sqlite3.Error, OSError)
 
 
 @contextmanager

@@ -6,9 +6,10 @@ import logging
 import threading
 import time
 
+from services.common.database import STORE_ERRORS
 from services.notifier.const import OUTBOX_RETRY_S
 from services.notifier.mailer import Mailer, SendError
-from services.notifier.outbox import STORE_ERRORS, Alert, Outbox
+from services.notifier.outbox import Alert, Outbox
 from services.notifier.settings import NotifierSettings
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import paho.mqtt.client as mqtt
 from flask import Flask
 
 from services.common import schemas, topics
+from services.common.database import STORE_ERRORS
 from services.common.jpeg import MAX_IMAGE_PIXELS, check_jpeg
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Route
@@ -144,7 +144,7 @@ class WebRelay(ServiceHandler[WebSettings]):
         silent_since = (time.time() if now is None else now) - OPEN_EVENT_TIMEOUT_S
         try:
             closed = self.store.close_stale(silent_since)
-        except (sqlite3.Error, OSError) as error:
+        except STORE_ERRORS as error:
             self.logger.warning("open events not checked this time: %s", error)
             return
         for event in closed:
@@ -155,7 +155,7 @@ class WebRelay(ServiceHandler[WebSettings]):
             self.store.apply_retention(
                 self.settings.web_retention_days * 86400, int(self.settings.web_retention_mb * 1024 * 1024)
             )
-        except (sqlite3.Error, OSError) as error:
+        except STORE_ERRORS as error:
             # A locked database now is no reason to stop serving; the next round tries again.
             self.logger.warning("retention skipped this time: %s", error)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common import schemas, topics
 from services.common.acks import PendingAck
+from services.common.database import STORE_ERRORS
 from services.web.event_model import StoredEvent
 from services.web.events import EventStore
 
@@ -81,7 +81,7 @@ class EventWriter:
     def _close(self, off: LabelOff) -> None:
         try:
             closed = self._store.close_label(off.camera, off.label)
-        except (sqlite3.Error, OSError) as error:
+        except STORE_ERRORS as error:
             off.ack.failed(f"closing {off.camera}/{off.label}: {error}")
             return
         except Exception:
@@ -96,7 +96,7 @@ class EventWriter:
         topic = topics.event(event.camera, event.label)
         try:
             stored = self._store.record(event, refused=lambda why: self._on_bad(topic, why))
-        except (sqlite3.Error, OSError) as error:
+        except STORE_ERRORS as error:
             received.ack.failed(f"event {event.event_id}: {error}")
             return
         except schemas.BadPayload as error:
