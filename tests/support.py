@@ -159,25 +159,39 @@ class Collector:
 
     def __init__(
         self,
-        broker: LocalBroker,
+        broker: LocalBroker | dict[str, str],
         *filters: str,
         user: str = ADMIN_USER,
         client_id: str = "",
         port: int | None = None,
     ) -> None:
+        """``broker``: a broker of the tests, or a login as the runner's admin.env holds it (MQTT_HOST,
+        MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD). It subscribes again on every connect, so it follows the
+        traffic across a restart of the broker (which forgets it)."""
+        login = broker if isinstance(broker, dict) else broker.env(user)
+        if port is not None:
+            login = {**login, "MQTT_PORT": str(port)}
         self.messages: list[Received] = []
         self.seq = 0
+        self._filters = filters
         self._changed = threading.Condition()
+        self.subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self._client.username_pw_set(user, broker.passwords[user])
+        self._client.username_pw_set(login["MQTT_USERNAME"], login["MQTT_PASSWORD"])
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_args: self.subscribed.set()
+        self._client.on_disconnect = lambda *_args: self.subscribed.clear()
         self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_args: subscribed.set()
-        self._client.connect(broker.host, port or broker.port_for(user))
+        # Back on a restarted broker within 0.2 s: before the services, whose first retry is after 1 s.
+        self._client.reconnect_delay_set(0.1, 0.2)  # type: ignore[arg-type]  # paho takes fractions too
+        self._client.connect(login["MQTT_HOST"], int(login["MQTT_PORT"]))
         self._client.loop_start()
         if filters:
-            self._client.subscribe([(f, 1) for f in filters])
-            assert subscribed.wait(5), "subscription not acknowledged"
+            assert self.subscribed.wait(5), "subscription not acknowledged"
+
+    def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
+        if self._filters:
+            client.subscribe([(f, 1) for f in self._filters])
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._changed:
@@ -191,12 +205,17 @@ class Collector:
             )
             self._changed.notify_all()
 
-    def on(self, topic: str) -> list[Received]:
+    def on(self, topic: str, since: float = 0.0) -> list[Received]:
+        """What arrived on ``topic`` (a filter), at ``since`` (epoch seconds) or later."""
         with self._changed:
-            return [m for m in self.messages if mqtt.topic_matches_sub(topic, m.topic)]
+            return [m for m in self.messages if mqtt.topic_matches_sub(topic, m.topic) and m.at >= since]
 
     def wait_for(
-        self, topic: str, predicate: Callable[[Received], bool] = lambda _m: True, timeout: float = 10.0
+        self,
+        topic: str,
+        predicate: Callable[[Received], bool] = lambda _m: True,
+        timeout: float = 10.0,
+        what: str = "",
     ) -> Received:
         """The first message on ``topic`` (a filter) that satisfies ``predicate``, waiting if needed."""
         deadline = time.monotonic() + timeout
@@ -208,7 +227,9 @@ class Collector:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = sorted({m.topic for m in self.messages})
-                    raise TimeoutError(f"nothing matching on {topic} within {timeout} s; topics seen: {seen}")
+                    raise TimeoutError(
+                        f"no {what or 'message'} matching on {topic} within {timeout} s; topics seen: {seen}"
+                    )
                 self._changed.wait(remaining)
 
     def wait_count(self, topic: str, count: int, timeout: float = 10.0) -> list[Received]:
@@ -218,6 +239,22 @@ class Collector:
                 raise TimeoutError(f"{len(found)} of {count} messages on {topic} within {timeout} s")
             time.sleep(0.02)
         return found
+
+    def online(self, topic: str, since: float, timeout: float = 20.0) -> Received:
+        """A live (not retained) ``online`` on a status topic after ``since``: that client (re)connected."""
+        return self.wait_for(
+            topic,
+            lambda m: m.payload == b"online" and not m.retain and m.at >= since,
+            timeout,
+            what=f"live online since {since:.1f}",
+        )
+
+    def events(
+        self, camera: str, kind: str | None = None, label: str = "person"
+    ) -> list[schemas.DetectionEvent]:
+        """The detection events received for ``camera`` and ``label``, of one ``kind`` or all."""
+        found = [schemas.DetectionEvent.parse(m.payload) for m in self.on(topics.event(camera, label))]
+        return [event for event in found if kind is None or event.type == kind]
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)

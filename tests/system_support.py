@@ -16,21 +16,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from scripts.localbroker import ADMIN_USER, LocalBroker, free_port
-from services.common import schemas, topics
+from services.common import topics
 from tests.camera_support import MjpegCamera
 from tests.detector_support import MODEL
 from tests.notifier_support import Mail
-from tests.support import PERSON_VIDEO, Received, read_frames, service_env
+from tests.support import PERSON_VIDEO, Collector, read_frames, service_env
 
 PERSON = "person"
 WEB_USER = "owner"
@@ -162,82 +160,6 @@ class ServiceRun:
         resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (soft, hard))
 
 
-class Watcher:
-    """The admin's MQTT client: records what arrives on its filters, and subscribes again on every
-    connect, so that it follows the traffic across a restart of the broker (which forgets it)."""
-
-    def __init__(self, login: dict[str, str], *filters: str) -> None:
-        """``login``: MQTT_HOST, MQTT_PORT, MQTT_USERNAME and MQTT_PASSWORD, as in the runner's admin.env
-        (``LocalBroker.env(ADMIN_USER)`` for a broker of the test's own)."""
-        self.messages: list[Received] = []
-        self._filters = filters
-        self._changed = threading.Condition()
-        self.subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self._client.username_pw_set(login["MQTT_USERNAME"], login["MQTT_PASSWORD"])
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_args: self.subscribed.set()
-        self._client.on_disconnect = lambda *_args: self.subscribed.clear()
-        self._client.on_message = self._on_message
-        # Back on a restarted broker within 0.2 s: before the services, whose first retry is after 1 s.
-        self._client.reconnect_delay_set(0.1, 0.2)  # type: ignore[arg-type]  # paho takes fractions too
-        self._client.connect(login["MQTT_HOST"], int(login["MQTT_PORT"]))
-        self._client.loop_start()
-        assert self.subscribed.wait(5), "the watcher's subscription was not acknowledged"
-
-    def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
-        client.subscribe([(f, 1) for f in self._filters])
-
-    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        received = Received(message.topic, bytes(message.payload), bool(message.retain), None)
-        with self._changed:
-            self.messages.append(received)
-            self._changed.notify_all()
-
-    def on(self, topic_filter: str, since: float = 0.0) -> list[Received]:
-        with self._changed:
-            return [
-                m for m in self.messages if mqtt.topic_matches_sub(topic_filter, m.topic) and m.at >= since
-            ]
-
-    def wait_for(
-        self,
-        topic_filter: str,
-        predicate: Callable[[Received], bool] = lambda _m: True,
-        timeout: float = 15.0,
-        what: str = "",
-    ) -> Received:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for message in self.messages:
-                    if mqtt.topic_matches_sub(topic_filter, message.topic) and predicate(message):
-                        return message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no {what or 'message'} on {topic_filter} within {timeout} s")
-                self._changed.wait(remaining)
-
-    def online(self, topic: str, since: float, timeout: float = 20.0) -> Received:
-        """A live (not retained) ``online`` on a status topic after ``since``: that client (re)connected."""
-        return self.wait_for(
-            topic,
-            lambda m: m.payload == b"online" and not m.retain and m.at >= since,
-            timeout,
-            what=f"live online since {since:.1f}",
-        )
-
-    def events(
-        self, camera: str, kind: str | None = None, label: str = PERSON
-    ) -> list[schemas.DetectionEvent]:
-        found = [schemas.DetectionEvent.parse(m.payload) for m in self.on(topics.event(camera, label))]
-        return [event for event in found if kind is None or event.type == kind]
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
 class Timeline:
     """The relay's timeline as the owner's browser gets it: logged in over HTTP, /api/events as JSON."""
 
@@ -323,7 +245,7 @@ class System:
         self.empty, self.person = scene_frames()
         self.scene = Scene(self.empty, fps=10)
         self.scene.start()
-        self.watcher = Watcher(
+        self.watcher = Collector(
             broker.env(ADMIN_USER),
             *SERVICE_STATUSES,
             f"cam/{camera}/#",
@@ -388,9 +310,11 @@ class System:
         self.camera.start()
         self.watcher.online(topics.status(self.camera_id), since)
         # The detector has seen the camera's first frame: it said its labels OFF.
-        self.watcher.wait_for(topics.label_state(self.camera_id, PERSON), lambda m: m.at >= since)
+        self.watcher.wait_for(topics.label_state(self.camera_id, PERSON), lambda m: m.at >= since, timeout=15)
         # Armed by default, stored by the notifier: alerts are emailed.
-        self.watcher.wait_for(topics.ARMED_STATE, lambda m: m.payload == b"ON", what="armed by default")
+        self.watcher.wait_for(
+            topics.ARMED_STATE, lambda m: m.payload == b"ON", what="armed by default", timeout=15
+        )
 
     def comes(self, starts: int, timeout: float = 20.0) -> None:
         """A person walks into view; returns once the detector has started its ``starts``-th event."""

@@ -31,7 +31,7 @@ from scripts.localbroker import ADMIN_USER, LocalBroker, free_port
 from services.common import schemas, topics
 from tests.detector_support import red_pixels, short_person_clip
 from tests.notifier_support import SmtpServer
-from tests.support import CAR_VIDEO, read_frames, write_clip
+from tests.support import CAR_VIDEO, Collector, read_frames, write_clip
 from tests.system_support import (
     PERSON,
     WEB_PASSWORD,
@@ -39,7 +39,6 @@ from tests.system_support import (
     ServiceRun,
     System,
     Timeline,
-    Watcher,
     ended,
     mail_ids,
     run_dir_login,
@@ -198,7 +197,7 @@ def test_the_run_command_counts_one_email_one_alarm_and_one_timeline_entry_per_p
             )
         )
         runner.wait_for_output("admin login for watching it")
-        watcher = Watcher(run_dir_login(runner.run_dir), f"cam/{camera}/#", "sentrycam/#")
+        watcher = Collector(run_dir_login(runner.run_dir), f"cam/{camera}/#", "sentrycam/#")
         try:
             watcher.wait_for(
                 topics.event(camera, PERSON),
@@ -268,7 +267,7 @@ def test_the_run_command_with_the_car_clip_gives_no_event_no_email_no_entry(
     )
     runner.wait_for_output("admin login for watching it")
     detector = topics.service_status("detector")
-    watcher = Watcher(run_dir_login(runner.run_dir), f"cam/{camera}/#", topics.DETECTOR_STATS, detector)
+    watcher = Collector(run_dir_login(runner.run_dir), f"cam/{camera}/#", topics.DETECTOR_STATS, detector)
     try:
         ready = watcher.online(detector, since=0, timeout=30)
         watcher.wait_for(
@@ -325,7 +324,7 @@ def test_broker_killed_and_restarted_while_a_person_is_in_view(system: System, s
     # The broker came back without its retained messages: each service said its state again, so that
     # whoever subscribes now (Home Assistant after a restart) learns the truth: the person is there.
     camera = system.camera_id
-    retained = Watcher(system.broker.env(ADMIN_USER), f"cam/{camera}/+/state", topics.ARMED_STATE)
+    retained = Collector(system.broker.env(ADMIN_USER), f"cam/{camera}/+/state", topics.ARMED_STATE)
     try:
         for topic, state in (
             (topics.label_state(camera, PERSON), b"ON"),
@@ -339,7 +338,7 @@ def test_broker_killed_and_restarted_while_a_person_is_in_view(system: System, s
         retained.close()
     # Still in view after the restart: the same event goes on.
     system.watcher.wait_for(
-        topics.event(camera, PERSON), lambda m: m.at >= since and b'"update"' in m.payload
+        topics.event(camera, PERSON), lambda m: m.at >= since and b'"update"' in m.payload, timeout=15
     )
     system.leaves(1)
     system.comes(2)
@@ -351,7 +350,7 @@ def test_broker_killed_and_restarted_while_a_person_is_in_view(system: System, s
 def test_detector_killed_mid_event_and_restarted(system: System, smtp: SmtpServer) -> None:
     system.start()
     system.comes(1)
-    first = system.watcher.wait_for(topics.event(system.camera_id, PERSON))
+    first = system.watcher.wait_for(topics.event(system.camera_id, PERSON), timeout=15)
     system.detector.kill()  # the event stays open: its end dies with the detector
     system.scene.show(system.empty)
     since = time.time()
@@ -430,16 +429,20 @@ def test_camera_source_lost_and_back(system: System, smtp: SmtpServer) -> None:
     system.start()
     system.comes(1)
     system.scene.stop()
-    system.watcher.wait_for(topics.info(system.camera_id), lambda m: b'"reconnecting"' in m.payload)
+    system.watcher.wait_for(
+        topics.info(system.camera_id), lambda m: b'"reconnecting"' in m.payload, timeout=15
+    )
     time.sleep(0.5)
     system.scene.start()
     since = time.time()
     system.watcher.wait_for(
-        topics.info(system.camera_id), lambda m: b'"streaming"' in m.payload and m.at >= since
+        topics.info(system.camera_id), lambda m: b'"streaming"' in m.payload and m.at >= since, timeout=15
     )
     # Seen again after the stream is back, as the same event.
     system.watcher.wait_for(
-        topics.event(system.camera_id, PERSON), lambda m: m.at >= since and b'"update"' in m.payload
+        topics.event(system.camera_id, PERSON),
+        lambda m: m.at >= since and b'"update"' in m.payload,
+        timeout=15,
     )
     assert system.detector.count(ended(system.camera_id)) == 0
     system.leaves(1)
