@@ -122,6 +122,14 @@ def label_of_event(topic: str) -> str | None:
     return parts[2] if LABEL_RE.fullmatch(parts[2]) else None
 
 
+def label_of_state(topic: str) -> str | None:
+    """The label of ``cam/<id>/<label>/state``, or None for any other topic (detect and alarm states)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[3] != "state":
+        return None
+    return label_of_event("/".join(parts[:3]))
+
+
 # Home Assistant MQTT discovery (services/common/hass.py); the prefix is a setting.
 HASS_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
 

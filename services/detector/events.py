@@ -45,19 +45,12 @@ def publish_detecting(client: MqttClient, camera: str, detecting: bool) -> None:
     client.publish(topics.detect_state(camera), schemas.on_off(detecting), qos=1, retain=True)
 
 
-def announce(client: MqttClient, camera: str, detecting: bool, objects: Iterable[str]) -> None:
-    """A newly seen camera: its detection switch, and its labels OFF until an event opens (this also
-    clears an ON left retained by a detector that died mid-event)."""
-    publish_detecting(client, camera, detecting)
-    for label in objects:
-        client.publish(topics.label_state(camera, label), topics.OFF, qos=1, retain=True)
-
-
 def publish_states(
     client: MqttClient, camera: str, detecting: bool, labels: Iterable[str], open_labels: set[str]
 ) -> None:
-    """A known camera's retained states again: its detection switch, and each label ON while its event is
-    open, else OFF."""
+    """A camera's retained states: its detection switch, and each label ON while its event is open, else
+    OFF. For a newly seen camera all are OFF, which also clears an ON left retained by a detector that died
+    mid-event."""
     publish_detecting(client, camera, detecting)
     for label in labels:
         state = topics.ON if label in open_labels else topics.OFF

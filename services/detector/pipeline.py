@@ -99,7 +99,7 @@ class Pipeline:
             tracker = CameraTracker(camera, self._confirmation, config)
             feed = CameraFeed(camera, tracker, gate, detecting=self._retained_detect.get(camera, True))
             self._feeds[camera] = feed
-            events.announce(self._client, camera, feed.detecting, config.objects)
+            events.publish_states(self._client, camera, feed.detecting, config.objects, open_labels=set())
         return feed
 
     def receive(self, camera: str, frame: PendingFrame | None, *, bad: bool) -> None:

@@ -39,19 +39,11 @@ from services.web.writer import EventWriter
 
 def client_id(data_dir: Path) -> str:
     """Stable across restarts, so that the broker keeps the relay's session, and the events sent while it
-    is away, for it. One per data directory, because those events belong to that directory's timeline:
-    relays with data of their own on one broker (two installations, the tests) must not share a session,
-    and a second client with the same id would make the broker drop the first."""
+    is away, for it. One per data directory, because those events belong to that directory's timeline. The
+    shipped broker replaces it by the login (use_username_as_clientid): there, relays with data of their own
+    need a login each; this id keeps them apart on a broker that does not."""
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
     return f"{CLIENT_ID_PREFIX}-{digest}"
-
-
-def label_of_state(topic: str) -> str | None:
-    """The label of ``cam/<id>/<label>/state``, or None for any other topic (detect and alarm states)."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[3] != "state":
-        return None
-    return topics.label_of_event("/".join(parts[:3]))
 
 
 class WebRelay(ServiceHandler[WebSettings]):
@@ -266,7 +258,7 @@ class WebRelay(ServiceHandler[WebSettings]):
         """``cam/<id>/<label>/state``: OFF closes that label's open events. The detector publishes it at
         every event's end and, retained, for every label of a camera when it (re)starts, so an event whose
         end was lost is closed at the latest when the detector comes back. ON: the events say more."""
-        label = label_of_state(message.topic)
+        label = topics.label_of_state(message.topic)
         payload = bytes(message.payload)
         if label is None or not payload:  # another state topic; a cleared retained message
             return
