@@ -251,6 +251,47 @@ class DetectionEvent(Message):
         return base64.b64encode(jpeg).decode("ascii")
 
 
+MAX_CLIP_EVENTS = 64  # event ids in one clip: overlapping events of one camera share a clip
+
+
+def _plain_relative_path(path: str) -> str:
+    """Relative to RECORD_DIR and plain: no leading slash, no "." or ".." part, nothing to escape."""
+    if any(part in {"", ".", ".."} for part in path.split("/")):
+        raise ValueError("must be a relative path of plain names")
+    return path
+
+
+ClipPath = Annotated[
+    str,
+    Field(max_length=MAX_TEXT_CHARS, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"),
+    AfterValidator(_plain_relative_path),
+]
+
+
+class ClipInfo(Message):
+    """``cam/<id>/clip``: a recording's life, from ``recording`` (still being written) to ``done``."""
+
+    camera: CameraId
+    clip_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    event_ids: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        default_factory=list, max_length=MAX_CLIP_EVENTS
+    )
+    path: ClipPath = Field(description="The MP4 file, relative to RECORD_DIR.")
+    started_at: EpochSeconds = Field(description="Capture time of the clip's first frame, epoch seconds.")
+    ended_at: EpochSeconds | None = Field(None, description="Capture time of its last frame so far.")
+    duration_s: float = Field(ge=0.0, le=MAX_EPOCH_S)
+    bytes: int = Field(ge=0)
+    state: Literal["recording", "done"]
+
+    @classmethod
+    def parse_on(cls, topic: str, payload: bytes) -> Self:
+        """A clip announcement as received on ``topic``: one that names another camera is BadPayload."""
+        clip = cls.parse(payload)
+        if topics.clip(clip.camera) != topic:
+            raise BadPayload(f"clip of {clip.camera} published on {topic}")
+        return clip
+
+
 class CameraStats(BaseModel):
     frames_in: int = 0
     frames_stale: int = 0

@@ -8,7 +8,7 @@ CAMERA_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 
 # Words under cam/<id>/ that are not detection labels, so no label may take them.
-RESERVED_WORDS = frozenset({"frame", "status", "info", "alarm", "detect"})
+RESERVED_WORDS = frozenset({"frame", "status", "info", "alarm", "detect", "clip"})
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -21,6 +21,7 @@ DETECTOR_STATS = "sentrycam/detector/stats"
 
 ALL_FRAMES = "cam/+/frame"
 ALL_INFO = "cam/+/info"
+ALL_CLIPS = "cam/+/clip"
 ALL_DETECT_SET = "cam/+/detect/set"
 ALL_DETECT_STATE = "cam/+/detect/state"
 # Every cam/<id>/<level> message (frames, status, info and every label's events) in one filter, and every
@@ -61,6 +62,11 @@ def status(camera_id: str) -> str:
 
 def info(camera_id: str) -> str:
     return _cam(camera_id, "info")
+
+
+def clip(camera_id: str) -> str:
+    """The recorder's announcements of one camera's clips (``cam/<id>/clip``)."""
+    return _cam(camera_id, "clip")
 
 
 def alarm_set(camera_id: str) -> str:
