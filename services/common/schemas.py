@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 from typing import Annotated, Literal, Self
 
@@ -280,11 +281,11 @@ class ClipInfo(Message):
     started_at: EpochSeconds = Field(description="Capture time of the clip's first frame, epoch seconds.")
     ended_at: EpochSeconds | None = Field(None, description="Capture time of its last frame so far.")
     duration_s: float = Field(ge=0.0, le=MAX_EPOCH_S)
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=0, description="Size of the file so far.")  # a field name the issue fixes
     state: Literal["recording", "done"]
 
     @classmethod
-    def parse_on(cls, topic: str, payload: bytes) -> Self:
+    def parse_on(cls, topic: str, payload: builtins.bytes) -> Self:
         """A clip announcement as received on ``topic``: one that names another camera is BadPayload."""
         clip = cls.parse(payload)
         if topics.clip(clip.camera) != topic:
