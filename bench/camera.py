@@ -9,6 +9,11 @@ to 640x480. Baseline, in the same run: bare ``cv2.imencode`` of the same 640x480
    Mosquitto started here, until the subscriber has it) per frame, as a ratio to the baseline; median of runs.
 2. the real service (``python -m services.camera``, paced at the clip's 10 fps) for a while: CPU seconds
    of its process per published frame, and that as a ratio to the baseline.
+3. the same service reading an RTSP camera instead: GStreamer's RTSP server (``tests/rtsp_server.py``)
+   serving the same 1280x960 frames as H.264 at 10 fps; its CPU per published frame against the file
+   source's of part 2, measured in the same run (the server's own CPU is not counted: it is the camera).
+
+Figures are saved with ``bench/results.py`` as ``bench/results/camera.json``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.results import Figure, Result, save
 from scripts.localbroker import ADMIN_USER, LocalBroker
 from services.camera.handler import encode_jpeg, resize_to_width
 from services.camera.settings import CameraSettings
 from services.common import topics
 from services.common.mqtt import MqttClient
 from services.common.schemas import FrameMeta
+from tests.rtsp_support import RtspServer, write_frames
 from tests.support import PERSON_VIDEO, service_env
 
 WIDTH = 640
@@ -56,14 +63,15 @@ def make_clip(path: Path, frames: int) -> Path:
     return path
 
 
-def clip_frames(path: Path) -> list[np.ndarray]:
+def clip_frames(path: Path, width: int | None = WIDTH) -> list[np.ndarray]:
+    """The clip's frames, resized to ``width`` (None: as they are)."""
     capture = cv2.VideoCapture(str(path))
     frames = []
     while True:
         ok, image = capture.read()
         if not ok:
             break
-        frames.append(resize_to_width(image, WIDTH))
+        frames.append(resize_to_width(image, width))
     capture.release()
     return frames
 
@@ -130,15 +138,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def service_cpu_per_frame(
-    clip: Path, broker: LocalBroker, seconds: float, workdir: Path
+    source: str, broker: LocalBroker, seconds: float, workdir: Path, camera: str = "bench-service"
 ) -> tuple[float, int]:
-    camera = "bench-service"
+    """CPU seconds of ``python -m services.camera`` per frame it published, reading ``source``."""
     counter = Counter(broker, topics.frame(camera))
     env = service_env(
         {
             **broker.camera_env(camera),
             "CAMERA_ID": camera,
-            "CAMERA_SOURCE": str(clip),
+            "CAMERA_SOURCE": source,
             "CAMERA_LOOP": "true",
             "CAMERA_FPS": str(CLIP_FPS),
             "CAMERA_WIDTH": str(WIDTH),
@@ -197,7 +205,14 @@ def main() -> None:
             counter.close()
             client.stop()
             base_now = statistics.median(baseline_s(frames) for _ in range(3))
-            cpu_per_frame, published = service_cpu_per_frame(clip, broker, args.service_seconds, workdir)
+            cpu_per_frame, published = service_cpu_per_frame(str(clip), broker, args.service_seconds, workdir)
+            rtsp = RtspServer(write_frames(workdir / "rtsp-frames", clip_frames(clip, None)), fps=10).start()
+            try:
+                rtsp_cpu, rtsp_published = service_cpu_per_frame(
+                    rtsp.url(), broker, args.service_seconds, workdir, camera="bench-rtsp"
+                )
+            finally:
+                rtsp.stop()
         finally:
             broker.stop()
 
@@ -215,6 +230,38 @@ def main() -> None:
         f"{cpu_per_frame * 1000:.2f} CPU ms per published frame "
         f"= {cpu_per_frame / base_now:.2f}x bare imencode"
     )
+    print(
+        f"service process reading RTSP (H.264 1280x960, 10 fps) for {args.service_seconds:.0f} s: "
+        f"{rtsp_published} frames, {rtsp_cpu * 1000:.2f} CPU ms per published frame "
+        f"= {rtsp_cpu / cpu_per_frame:.2f}x the file source"
+    )
+    figures = [
+        Figure(
+            "in-process pipeline per frame (decode, resize, encode, publish), median of runs",
+            round(statistics.median(pipelines) * 1000, 2),
+            "ms",
+            round(statistics.median(baselines) * 1000, 2),
+            "bare cv2.imencode of the same 640x480 frames",
+        ),
+        Figure(
+            "service, file source: CPU per published frame",
+            round(cpu_per_frame * 1000, 2),
+            "ms",
+            round(base_now * 1000, 2),
+            "bare cv2.imencode",
+        ),
+        Figure(
+            "service, RTSP source: CPU per published frame",
+            round(rtsp_cpu * 1000, 2),
+            "ms",
+            round(cpu_per_frame * 1000, 2),
+            "the service reading the file source, same run",
+            "none set (issue 15 asks for the figure)",
+        ),
+    ]
+    data = {"published": [published, rtsp_published], "pipeline_ratios": [round(r, 3) for r in ratios]}
+    command = " ".join([".venv/bin/python -m bench.camera", *sys.argv[1:]])
+    print(f"saved {save(Result(benchmark='camera', command=command, figures=figures, data=data))}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from scripts.localbroker import LocalBroker
-from services.common.schemas import FrameMeta
+from services.common.schemas import CameraInfo, FrameMeta
 from tests.support import PERSON_VIDEO, Received
 
 
@@ -33,6 +33,16 @@ def meta(message: Received) -> FrameMeta:
     found = FrameMeta.from_properties(message.properties)
     assert found is not None, "frame without metadata"
     return found
+
+
+def info_is(state: str) -> Callable[[Received], bool]:
+    return lambda message: CameraInfo.parse(message.payload).state == state
+
+
+def rate(frames: list[Received]) -> float:
+    """Frames per second over the capture times of the frames given."""
+    first, last = meta(frames[0]).captured_ms, meta(frames[-1]).captured_ms
+    return (len(frames) - 1) / ((last - first) / 1000)
 
 
 def decode(message: Received) -> np.ndarray:

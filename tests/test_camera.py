@@ -12,22 +12,12 @@ import pytest
 
 from services.common import topics
 from services.common.schemas import CameraInfo
-from tests.camera_support import MjpegCamera, camera_settings, decode, meta
+from tests.camera_support import MjpegCamera, camera_settings, decode, info_is, meta, rate
 from tests.support import PERSON_VIDEO, REPO_ROOT, Received, read_frames, service_env, write_clip
-
-
-def info_is(state: str) -> Callable[[Received], bool]:
-    return lambda message: CameraInfo.parse(message.payload).state == state
 
 
 def is_payload(payload: bytes) -> Callable[[Received], bool]:
     return lambda message: message.payload == payload
-
-
-def rate(frames: list[Received]) -> float:
-    """Frames per second over the capture times of the frames given."""
-    first, last = meta(frames[0]).captured_ms, meta(frames[-1]).captured_ms
-    return (len(frames) - 1) / ((last - first) / 1000)
 
 
 def test_publishes_valid_jpegs_at_the_capped_rate_and_says_online_then_offline(broker, collector, service):
@@ -118,9 +108,12 @@ def test_resumes_publishing_within_5_s_of_a_broker_restart(own_broker, collector
         ("CAMERA_SOURCE", "/nonexistent/door.mp4"),
         ("CAMERA_SOURCE", str(REPO_ROOT / "README.md")),
         ("CAMERA_SOURCE", "ftp://camera.local/live"),
+        ("CAMERA_SOURCE", "rtsp://admin:hunter2@camera.local:99999/live"),
         ("CAMERA_SOURCE", "/dev/video97"),
         ("CAMERA_SOURCE", "picamera"),
         ("CAMERA_JPEG_QUALITY", "101"),
+        ("CAMERA_TIMEOUT", "0"),
+        ("CAMERA_RECONNECT_MAX", "forever"),
         ("CAMERA_WIDTH", "wide"),
         ("ALARM_SOUND", "/nonexistent/siren.wav"),
         ("MQTT_PORT", "70000"),
@@ -135,6 +128,7 @@ def test_a_bad_setting_exits_2_with_one_line(setting: str, value: str, tmp_path:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"sentrycam-camera: invalid setting {setting}="), lines[0]
+    assert "hunter2" not in lines[0]  # a URL's password is never shown
 
 
 def test_the_picamera_error_says_what_to_install(tmp_path: Path) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 SERVICE = "camera"
 DEFAULT_ALARM_SOUND = Path(__file__).resolve().parent / "sounds" / "siren.wav"
 
-# Reopening a failed source: first retry after 1 s, doubling up to 30 s.
+# Reopening a failed source: first retry after 1 s, doubling up to CAMERA_RECONNECT_MAX.
 REOPEN_MIN_DELAY_S = 1.0
-REOPEN_MAX_DELAY_S = 30.0
-# A live source that delivers no frame for this long is treated as lost and reopened.
-LIVE_FRAME_TIMEOUT_S = 10.0
-# Passed to OpenCV's FFmpeg backend so a dead RTSP/HTTP camera fails instead of hanging forever.
-STREAM_TIMEOUT_MS = 10_000
+# A live source waits CAMERA_TIMEOUT plus this for a frame before it gives up by itself: a stream's own
+# read timeout (CAMERA_TIMEOUT, in FFmpeg) fires first and says more precisely what went wrong.
+LIVE_FRAME_GRACE_S = 2.0
+# What the RTSP check after a failed open reads of the camera's answer at most (status line and headers).
+RTSP_PROBE_MAX_BYTES = 16_384
 
 # A player that exits sooner than this is not relaunched at once, so a broken player cannot spin.
 ALARM_MIN_PLAY_S = 0.5

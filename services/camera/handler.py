@@ -15,7 +15,6 @@ import paho.mqtt.client as mqtt
 from services.camera.alarm import Alarm
 from services.camera.const import (
     MAX_UNSENT_FRAMES,
-    REOPEN_MAX_DELAY_S,
     REOPEN_MIN_DELAY_S,
     SERVICE,
     UNSENT_FORGET_S,
@@ -169,10 +168,10 @@ class Camera(ServiceHandler[CameraSettings]):
                 break
             if opened:  # it worked for a while: start the backoff again
                 delay = REOPEN_MIN_DELAY_S
-            self.logger.warning("source %s: %s; reopening in %.0f s", self._source.shown, error, delay)
+            self.logger.warning("source %s: %s; reopening in %g s", self._source.shown, error, delay)
             self._set_info("reconnecting", error)
             stop.wait(delay)
-            delay = min(delay * 2, REOPEN_MAX_DELAY_S)
+            delay = min(delay * 2, self.settings.camera_reconnect_max)
 
     def _capture(self, stop: threading.Event) -> tuple[bool, str | None]:
         """Open the source and stream until ``stop``; whether it opened, and why it failed (None: stopped)."""

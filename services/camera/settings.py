@@ -41,6 +41,7 @@ def source_kind(source: str) -> SourceKind:
     if scheme in STREAM_SCHEMES:
         if not urlsplit(source).hostname:
             raise ValueError("stream URL has no host")
+        urlsplit(source).port  # noqa: B018  # raises ValueError for a port that is no port (rtsp://cam:99999)
         return "stream"
     if "://" in source:
         raise ValueError(f"unknown source kind {scheme!r}: use rtsp://, http(s)://, a device or a file")
@@ -111,6 +112,21 @@ class CameraSettings(ServiceSettings):
         description="Resize frames to this width, keeping the aspect; empty = as captured.",
     )
     camera_jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of published frames, 1-100.")
+    camera_timeout: float = Field(
+        10.0,
+        ge=1,
+        le=120,
+        description=(
+            "Seconds a stream may take to open or to send its next frame (and a live source to deliver "
+            "one) before it counts as lost and is reopened."
+        ),
+    )
+    camera_reconnect_max: float = Field(
+        30.0,
+        ge=1,
+        le=600,
+        description="Longest wait, in seconds, between attempts to reopen a failed source (1, 2, 4... s).",
+    )
     alarm_sound: OptionalFile = Field(
         None, description="Sound file the alarm plays; empty = the bundled siren (services/camera/sounds)."
     )

@@ -12,20 +12,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
-import numpy as np
-from cv2.typing import MatLike
 
-from services.camera.const import LIVE_CLOSE_WAIT_S, LIVE_FRAME_TIMEOUT_S, STREAM_TIMEOUT_MS
+from services.camera.const import LIVE_CLOSE_WAIT_S, LIVE_FRAME_GRACE_S
+from services.camera.readers import CvReader, Image, PiCameraReader, Reader, SourceError, open_capture
 from services.camera.settings import CameraSettings, SourceKind, redact
 
-Image = MatLike
-
-
-class SourceError(Exception):
-    """The source failed or ended; the camera reopens it with backoff."""
+__all__ = ["Capture", "FileSource", "Image", "LiveSource", "Source", "SourceError", "make_source"]
 
 
 @dataclass(frozen=True)
@@ -63,24 +57,6 @@ class Source(ABC):
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def open_capture(target: str | int, kind: SourceKind) -> cv2.VideoCapture:
-    if kind == "stream":
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            STREAM_TIMEOUT_MS,
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            STREAM_TIMEOUT_MS,
-        ]
-        capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-    else:
-        capture = cv2.VideoCapture(target)
-    if not capture.isOpened():
-        capture.release()
-        what = {"device": "the webcam", "stream": "the stream", "file": "the video file"}.get(kind, kind)
-        raise SourceError(f"cannot open {what} (unplugged, unreachable, or in use by another program?)")
-    return capture
 
 
 class FileSource(Source):
@@ -143,89 +119,15 @@ class FileSource(Source):
             self._capture = None
 
 
-class Reader(ABC):
-    """The device-specific part of a live source: blocking reads of the next frame."""
-
-    fps: float | None = None
-
-    @abstractmethod
-    def open(self) -> None: ...
-
-    @abstractmethod
-    def read(self) -> Image:
-        """The next frame; SourceError when the device or stream is gone."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class CvReader(Reader):
-    """A webcam (V4L2 index or path) or an RTSP/HTTP stream through OpenCV."""
-
-    def __init__(self, spec: str, kind: SourceKind) -> None:
-        self._target: str | int = int(spec) if spec.isdigit() else spec
-        self._kind = kind
-        self._capture: cv2.VideoCapture | None = None
-
-    def open(self) -> None:
-        self._capture = open_capture(self._target, self._kind)
-        fps = float(self._capture.get(cv2.CAP_PROP_FPS))
-        self.fps = fps if 0 < fps <= 240 else None
-
-    def read(self) -> Image:
-        if self._capture is None:
-            raise SourceError("not open")
-        ok, image = self._capture.read()
-        if not ok:
-            raise SourceError("the source stopped delivering frames (unplugged, stream ended or dropped)")
-        return image
-
-    def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-
-
-class PiCameraReader(Reader):
-    """The Raspberry Pi camera module through picamera2 (imported only when used)."""
-
-    def __init__(self) -> None:
-        self._camera: Any = None
-
-    def open(self) -> None:
-        try:
-            # Imported here: picamera2 exists only on a Raspberry Pi.
-            from picamera2 import Picamera2  # noqa: PLC0415
-
-            camera = Picamera2()
-            # "RGB888" is stored B, G, R in memory: exactly OpenCV's order.
-            camera.configure(camera.create_video_configuration(main={"format": "RGB888"}))
-            camera.start()
-        except Exception as error:  # picamera2 raises bare RuntimeErrors and IndexErrors for "no camera"
-            raise SourceError(f"cannot start the Pi camera: {error}") from error
-        self._camera = camera
-
-    def read(self) -> Image:
-        try:
-            return np.ascontiguousarray(self._camera.capture_array("main"))
-        except Exception as error:
-            raise SourceError(f"Pi camera read failed: {error}") from error
-
-    def close(self) -> None:
-        if self._camera is not None:
-            try:
-                self._camera.stop()
-                self._camera.close()
-            finally:
-                self._camera = None
-
-
 class LiveSource(Source):
     """A reader drained by a thread that keeps only the newest frame (no backlog, no stale frames)."""
 
-    def __init__(self, spec: str, kind: SourceKind, make_reader: Callable[[], Reader]) -> None:
+    def __init__(
+        self, spec: str, kind: SourceKind, make_reader: Callable[[], Reader], timeout_s: float
+    ) -> None:
         super().__init__(spec)
         self.kind = kind
+        self._timeout_s = timeout_s
         self._make_reader = make_reader
         self._newest: Capture | None = None
         self._count = 0
@@ -270,7 +172,7 @@ class LiveSource(Source):
     def next_frame(self, not_before: float, stop: threading.Event) -> Capture | None:
         if stop.wait(max(0.0, not_before - time.monotonic())):
             return None
-        deadline = time.monotonic() + LIVE_FRAME_TIMEOUT_S
+        deadline = time.monotonic() + self._timeout_s + LIVE_FRAME_GRACE_S
         with self._changed:
             # A frame newer than the one handed out last; waiting in short steps to notice a stop.
             while self._count == self._taken or self._newest is None:
@@ -279,7 +181,7 @@ class LiveSource(Source):
                 if stop.is_set():
                     return None
                 if time.monotonic() > deadline:
-                    raise SourceError(f"no frame for {LIVE_FRAME_TIMEOUT_S:.0f} s")
+                    raise SourceError(f"no frame for {self._timeout_s + LIVE_FRAME_GRACE_S:g} s")
                 self._changed.wait(0.2)
             self._taken = self._count
             return self._newest
@@ -297,6 +199,7 @@ def make_source(settings: CameraSettings) -> Source:
     spec = settings.camera_source
     if kind == "file":
         return FileSource(spec, settings.camera_loop)
+    timeout_s = settings.camera_timeout
     if kind == "picamera":
-        return LiveSource(spec, kind, PiCameraReader)
-    return LiveSource(spec, kind, lambda: CvReader(spec, kind))
+        return LiveSource(spec, kind, PiCameraReader, timeout_s)
+    return LiveSource(spec, kind, lambda: CvReader(spec, kind, timeout_s), timeout_s)

@@ -6,6 +6,7 @@ and one line naming the setting, so a typo in ``.env`` is found at boot and not 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -19,6 +20,7 @@ EXIT_BAD_SETTINGS = 2
 SECRET_WORDS = ("password", "secret", "key")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+URL_PASSWORD_RE = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 
 
 def split_comma_list(value: Any) -> Any:
@@ -81,7 +83,8 @@ def describe_error(error: ValidationError) -> str:
     name = str(first["loc"][0]).upper() if first["loc"] else "settings"
     value = first.get("input")
     secret = any(word in name.lower() for word in SECRET_WORDS)
-    shown = "" if isinstance(value, dict) or secret else f"={value!s}"
+    # A URL's password (rtsp://user:password@camera) is hidden as everywhere else.
+    shown = "" if isinstance(value, dict) or secret else "=" + URL_PASSWORD_RE.sub(r"\1***@", str(value))
     message = first["msg"].removeprefix("Value error, ")
     return f"invalid setting {name}{shown}: {message}"
 
