@@ -19,7 +19,7 @@ from services.common.settings import ServiceSettings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 SETTINGS_DOC = REPO_ROOT / "docs" / "settings.md"
-SERVICES = ("camera", "detector", "notifier", "web")
+SERVICES = ("camera", "detector", "notifier", "recorder", "web")
 DOC_HEADER = """\
 # Settings
 
@@ -45,6 +45,7 @@ COMPOSE_VARIABLES = (
         "Broker password of the detector user (`python -m scripts.mqtt_users services`).",
     ),
     ("NOTIFIER_MQTT_PASSWORD", "", "Broker password of the notifier user."),
+    ("RECORDER_MQTT_PASSWORD", "", "Broker password of the recorder user."),
     ("WEB_MQTT_PASSWORD", "", "Broker password of the web user."),
     ("CAMERA_MQTT_PASSWORD", "", "Broker password of `cam-<CAMERA_ID>`, a camera on the server."),
     (
@@ -55,6 +56,26 @@ COMPOSE_VARIABLES = (
     ("MQTT_TLS_PUBLISHED_PORT", "8883", "Port of the broker's TLS listener (docker-compose.tls.yml)."),
     ("WEB_PUBLISHED_PORT", "8080", "Port the web page is published on."),
     ("TZ", "UTC", "Time zone of the containers, e.g. Europe/Berlin (the notifier's quiet hours use it)."),
+    (
+        "COMPOSE_PROFILES",
+        "usb",
+        "On a Pi (docker-compose.pi.yml), which camera it has: `usb` (a USB webcam) or `module` (the camera "
+        "module); add `,detector` for one box. The server's file has no such profiles and ignores it.",
+    ),
+    ("PI_CAMERA_WIDTH", "1280", "Camera module (profile `module`): width of the frames it captures."),
+    ("PI_CAMERA_HEIGHT", "720", "Camera module: height of the frames it captures."),
+    ("PI_CAMERA_FPS", "10", "Camera module: frames per second it captures (at least CAMERA_FPS)."),
+    (
+        "PI_CAMERA_RTSP_USER",
+        "sentrycam",
+        "Camera module's stream on the LAN (docker-compose.pi-rtsp.yml only): the user that may read it.",
+    ),
+    (
+        "PI_CAMERA_RTSP_PASSWORD",
+        "",
+        "Its password, required by docker-compose.pi-rtsp.yml (letters and digits: it goes into a URL).",
+    ),
+    ("PI_CAMERA_RTSP_PUBLISHED_PORT", "8554", "Port docker-compose.pi-rtsp.yml publishes the stream on."),
 )
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from services.common import topics
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "mosquitto" / "config"
-SERVICE_USERS = ("detector", "notifier", "web", "homeassistant")
+SERVICE_USERS = ("detector", "notifier", "recorder", "web", "homeassistant")
 DETECTOR = "detector"
 # The blocks scripts write, each kind between its markers in the acl file: "# BEGIN <kind>" / "# END <kind>".
 CAMERAS = "cameras"

@@ -64,10 +64,22 @@ def camera_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | 
     return {"CAMERA_SOURCE": source, "CAMERA_ID": camera_id, **broker.camera_env(camera_id)}
 
 
+def record_dir(broker: LocalBroker, config: dict[str, str]) -> str:
+    """RECORD_DIR, else <run dir>/recordings: the recorder writes it, the relay plays from it."""
+    path = Path(config.get("RECORD_DIR") or broker.workdir.parent / "recordings")
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def recorder_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
+    return {**broker.env("recorder"), "RECORD_DIR": record_dir(broker, config)}
+
+
 def web_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
     # The broker lives in <run dir>/broker; the relay's events and key go beside it.
     data_dir = config.get("WEB_DATA_DIR") or str(broker.workdir.parent / "web")
     env = {**broker.env("web"), "WEB_DATA_DIR": data_dir}
+    env["WEB_RECORD_DIR"] = config.get("WEB_RECORD_DIR") or record_dir(broker, config)
     if not (config.get("WEB_PASSWORD") or config.get("WEB_PASSWORD_HASH")):
         # A fresh password for this run, shown once; set WEB_PASSWORD in .env to keep one.
         env["WEB_PASSWORD"] = secrets.token_urlsafe(12)
@@ -112,6 +124,7 @@ SERVICE_ENV: dict[str, Callable[[LocalBroker, dict[str, str]], dict[str, str] | 
         # The outbox next to the broker's files, in the run dir (SENTRYCAM_RUN_DIR).
         "NOTIFY_DATA_DIR": config.get("NOTIFY_DATA_DIR") or str(broker.workdir.parent / "notifier"),
     },
+    "recorder": recorder_env,
     "web": web_env,
 }
 

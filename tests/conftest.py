@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from playwright.sync_api import Browser, sync_playwright
 
 from scripts.localbroker import LocalBroker
 from services.web.relay import WebRelay
 from tests.support import SHARED_DIR, Collector, ServiceProcess
-from tests.web_support import running_relay
+from tests.web_support import CHROMIUM, CHROMIUM_ARGS, running_relay
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,3 +79,12 @@ def web(broker: LocalBroker, tmp_path: Path) -> Iterator[tuple[WebRelay, Flask]]
     """The web relay in process (Flask's test client on ``app``), on the session's broker."""
     with running_relay(broker, tmp_path / "web") as relay_and_app:
         yield relay_and_app
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, through Playwright."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -105,9 +105,13 @@ def detection_event(
     started_at: float | None = None,
     score: float = 0.71,
     top_score: float | None = None,
+    ended_at: float | None = None,
 ) -> bytes:
-    """A detector's event message as JSON; ``started_at`` defaults to now."""
+    """A detector's event message as JSON; ``started_at`` defaults to now, an end's ``ended_at`` to 5 s
+    after it."""
     started = time.time() if started_at is None else started_at
+    if kind == "end" and ended_at is None:
+        ended_at = started + 5
     return schemas.DetectionEvent(
         type=kind,
         event_id=event_id,
@@ -117,7 +121,7 @@ def detection_event(
         top_score=score if top_score is None else top_score,
         box=(0.41, 0.22, 0.55, 0.93),
         started_at=started,
-        ended_at=started + 5 if kind == "end" else None,
+        ended_at=ended_at if kind == "end" else None,
         frame_time=started,
         detected_at=started + 0.03,
         snapshot=schemas.DetectionEvent.encode_snapshot(snapshot) if snapshot else None,
@@ -263,9 +267,11 @@ class Collector:
         """paho's own publish, for what the helpers refuse to send (no metadata, odd properties)."""
         return self._client.publish(topic, payload, **options)
 
-    def frame(self, camera: str, jpeg: bytes) -> None:
-        """One frame as the camera sends it: the JPEG with its metadata properties, QoS 0."""
-        meta = schemas.FrameMeta(captured_ms=int(time.time() * 1000), seq=self.seq, width=640, height=480)
+    def frame(self, camera: str, jpeg: bytes, captured_ms: int | None = None) -> None:
+        """One frame as the camera sends it: the JPEG with its metadata properties, QoS 0; captured now
+        unless ``captured_ms`` says when."""
+        captured = int(time.time() * 1000) if captured_ms is None else captured_ms
+        meta = schemas.FrameMeta(captured_ms=captured, seq=self.seq, width=640, height=480)
         self.seq += 1
         self._client.publish(topics.frame(camera), jpeg, qos=0, properties=meta.to_properties())
 

@@ -169,10 +169,15 @@ JOBS: dict[str, dict[str, list[str]]] = {
         "write": [topics.alarm_set(OWN), topics.ARMED_STATE],
         "read": [topics.event(OWN, "person"), topics.ARMED_SET, topics.ARMED_STATE],
     },
+    "recorder": {
+        "write": [topics.clip(OWN), topics.RECORDER_STATS, topics.service_status("recorder")],
+        "read": [topics.frame(OWN), topics.event(OWN, "person"), topics.event(OTHER, "car")],
+    },
     "web": {
         "write": [topics.alarm_set(OWN), topics.detect_set(OWN), topics.ARMED_SET],
         "read": [
             topics.frame(OWN),
+            topics.clip(OWN),
             topics.status(OWN),
             topics.info(OWN),
             topics.event(OWN, "person"),
@@ -248,6 +253,20 @@ FORBIDDEN = [
     ("notifier", topics.detect_state(OWN), True),
     ("notifier", topics.ARMED_SET, False),
     ("notifier", DISCOVERY, True),
+    # The detector may not forge clip announcements (the relay would list a file it never recorded).
+    ("detector", topics.clip(OWN), False),
+    # The recorder: only its clips, stats and status; no events, frames, commands, arming or discovery.
+    ("recorder", topics.event(OWN, "person"), False),
+    ("recorder", topics.label_state(OWN, "person"), True),
+    ("recorder", topics.frame(OWN), False),
+    ("recorder", topics.info(OWN), True),
+    ("recorder", topics.status(OWN), True),
+    ("recorder", topics.alarm_set(OWN), False),
+    ("recorder", topics.detect_set(OWN), False),
+    ("recorder", topics.ARMED_SET, False),
+    ("recorder", topics.DETECTOR_STATS, False),
+    ("recorder", topics.service_status("detector"), False),  # not retained: a real detector's may be there
+    ("recorder", DISCOVERY, True),
     # The web relay: only its three controls.
     ("web", topics.event(OWN, "person"), False),
     ("web", topics.label_state(OWN, "person"), True),

@@ -30,10 +30,17 @@ from services.common.mqtt import MqttClient
 from services.common.settings import ServiceSettings
 from tests.support import REPO_ROOT, Collector, ServiceProcess, relay_mqtt_env, service_settings
 
-COMPOSE_FILES = ["docker-compose.yml", "docker-compose.pi.yml", "docker-compose.tls.yml"]
-SERVICES = ("camera", "detector", "notifier", "web")
+COMPOSE_FILES = [
+    "docker-compose.yml",
+    "docker-compose.pi.yml",
+    "docker-compose.pi-rtsp.yml",
+    "docker-compose.tls.yml",
+]
+SERVICES = ("camera", "detector", "notifier", "recorder", "web")
 # Variables a container gets that are not SentryCam settings: read by the base image or the C library.
 SYSTEM_VARIABLES = {"TZ"}
+# Other programs' own settings, by compose service (tests/test_deploy_pi.py checks MediaMTX's).
+FOREIGN_PREFIXES = {"mediamtx": "MTX_"}
 VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -99,7 +106,9 @@ def test_compose_files_follow_the_compose_specification(name: str) -> None:
         **env_example(),
         "DETECTOR_MQTT_PASSWORD": "x",
         "NOTIFIER_MQTT_PASSWORD": "x",
+        "RECORDER_MQTT_PASSWORD": "x",
         "WEB_MQTT_PASSWORD": "x",
+        "PI_CAMERA_RTSP_PASSWORD": "x",
     }
     for document in (yaml.safe_load(raw), yaml.safe_load(interpolate(raw, env))):
         errors = [
@@ -115,18 +124,20 @@ def test_the_server_file_has_what_a_first_install_needs() -> None:
     services = compose["services"]
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert "./mosquitto/config:/mosquitto/config:ro" in services["mosquitto"]["volumes"]
-    assert set(compose["volumes"]) == {"mosquitto-data", "notifier-data", "web-data"}
-    for name in ("detector", "notifier", "web", "camera", "camera-usb"):
+    assert set(compose["volumes"]) == {"mosquitto-data", "notifier-data", "recordings", "web-data"}
+    for name in ("detector", "notifier", "recorder", "web", "camera", "camera-usb"):
         spec = services[name]
         assert spec["restart"] == "unless-stopped", name
         assert spec["depends_on"] == {"mosquitto": {"condition": "service_healthy"}}, name
         assert spec["env_file"] == ".env", name
         assert spec["environment"]["MQTT_HOST"] == "mosquitto", name
-    assert {services[n]["environment"]["MQTT_USERNAME"] for n in ("detector", "notifier", "web")} == {
-        "detector",
-        "notifier",
-        "web",
-    }
+    logins = ("detector", "notifier", "recorder", "web")
+    assert {services[n]["environment"]["MQTT_USERNAME"] for n in logins} == set(logins)
+    # The recorder writes the recordings, the relay only reads them (WEB_RECORD_DIR).
+    assert services["recorder"]["volumes"] == ["recordings:/data/recordings"]
+    assert services["recorder"]["environment"]["RECORD_DIR"] == "/data/recordings"
+    assert "recordings:/data/recordings:ro" in services["web"]["volumes"]
+    assert services["web"]["environment"]["WEB_RECORD_DIR"] == "/data/recordings"
     assert services["camera"]["profiles"] == ["camera"] and services["camera-usb"]["profiles"] == [
         "camera-usb"
     ]
@@ -164,8 +175,11 @@ def test_every_setting_a_compose_file_passes_exists() -> None:
         known = SYSTEM_VARIABLES | (
             {f.upper() for f in settings_class.model_fields} if settings_class else set()
         )
+        prefix = FOREIGN_PREFIXES.get(name, "\0")
         unknown += [
-            f"{compose_file} {name}: {key}" for key in spec.get("environment", {}) if key not in known
+            f"{compose_file} {name}: {key}"
+            for key in spec.get("environment", {})
+            if key not in known and not key.startswith(prefix)
         ]
     assert unknown == []
 
@@ -196,7 +210,7 @@ def test_every_settings_field_is_in_env_example() -> None:
     assert {f"services.{s}.settings" for s in SERVICES} <= {c.__module__ for c in envfile.settings_classes()}
 
 
-@pytest.mark.parametrize("compose_service", ["detector", "notifier", "web", "camera"])
+@pytest.mark.parametrize("compose_service", ["detector", "notifier", "recorder", "web", "camera"])
 def test_a_container_configured_from_env_example_starts_with_valid_settings(compose_service: str) -> None:
     """What a container gets: .env (a copy of .env.example, with the passwords filled in) under the compose
     file's environment. Every service must accept it."""

@@ -46,6 +46,9 @@ PROTECTED_GETS = [
     "/api/events",
     "/api/events/front-1-person",
     "/api/stream",
+    "/cameras/front/recordings",
+    "/clips/front-1-clip.mp4",
+    "/cameras/front/recordings/2026-01-15/08-00-00.mp4",
 ]
 PROTECTED_POSTS = ["/api/armed", "/api/cameras/front/detect", "/api/cameras/front/alarm", "/logout"]
 
@@ -57,7 +60,7 @@ def test_everything_but_login_and_health_needs_the_session(web: tuple[WebRelay, 
     assert client.get("/login").status_code == 200
     for path in PROTECTED_GETS:
         response = client.get(path)
-        if path.startswith(("/api/", "/cam/")):
+        if path.startswith(("/api/", "/cam/", "/clips/")) or path.endswith(".mp4"):
             assert response.status_code == 401, path
         else:
             assert response.status_code == 302, path

@@ -4,39 +4,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from tests.camera_support import camera_settings
 from tests.detector_support import detector_env, short_person_clip, wait_online
 from tests.support import REPO_ROOT, Collector, ServiceProcess, relay_mqtt_env
-from tests.web_support import PASSWORD, USERNAME
+from tests.web_support import PASSWORD, USERNAME, browser_log_in
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def start_relay(
@@ -57,15 +37,6 @@ def start_relay(
     relay.wait_for_log("serving on")
     relay.wait_for_log("connected to")
     return f"http://127.0.0.1:{port}"
-
-
-def log_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/")
-    expect(page).to_have_url(f"{base}/login?next=/")
-    page.fill("input[name=username]", USERNAME)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(f"{base}/")
 
 
 def test_browser_sees_live_pictures_new_events_and_controls(
@@ -98,7 +69,7 @@ def test_browser_sees_live_pictures_new_events_and_controls(
     try:
         # The timeline is open before anything was seen: what appears on it comes without a reload.
         timeline = context.new_page()
-        log_in(timeline, base)
+        browser_log_in(timeline, base)
         timeline.goto(f"{base}/events")
         timeline.evaluate("window.notReloaded = true")
         expect(timeline.locator("#no-events")).to_be_visible()

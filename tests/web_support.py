@@ -1,5 +1,6 @@
 """Helpers for the web relay tests: a relay in process for Flask's test client, a logged-in session, a
-login over real HTTP, a forged JPEG, and the process's peak memory."""
+login over real HTTP, a forged JPEG, the process's peak memory, Debian's Chromium (the ``browser`` fixture
+is in conftest.py) and a login through it, and real clips with their announcements."""
 
 from __future__ import annotations
 
@@ -12,18 +13,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Page, expect
 
 from scripts.localbroker import LocalBroker, free_port
+from services.common import schemas
 from services.common.logs import setup_logging
 from services.common.service import create_handler
+from services.recorder.mp4 import ClipWriter
 from services.web.relay import WebRelay
 from services.web.settings import WebSettings
 from tests.support import jpeg, relay_mqtt_env
 
 PASSWORD = "correct horse battery staple"
 USERNAME = "owner"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def web_settings(broker: LocalBroker, data_dir: Path, **extra: Any) -> WebSettings:
@@ -134,3 +151,52 @@ def memory(field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def browser_log_in(page: Page, base: str) -> None:
+    """Log in through the login form in Chromium; lands on the live page."""
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("input[name=username]", USERNAME)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{base}/")
+
+
+def write_clip_file(
+    path: Path, frames: list[npt.NDArray[np.uint8]], first_ms: int, fps: float = 10.0, done: bool = True
+) -> ClipWriter:
+    """A real clip as the recorder writes it (its ``ClipWriter``): H.264 in a fragmented MP4, timed by
+    capture times ``fps`` apart; ``done`` closes it (remuxed, seekable), else it stays open and growing."""
+    height, width = frames[0].shape[:2]
+    writer = ClipWriter.open(path, width, height)
+    for index, frame in enumerate(frames):
+        writer.add(frame, first_ms + round(index * 1000 / fps))
+    if done:
+        writer.close()
+    return writer
+
+
+def clip_announcement(
+    camera: str,
+    clip_id: str,
+    path: str,
+    event_ids: list[str],
+    *,
+    state: str = "done",
+    started_at: float = 1_763_780_000.0,
+    duration_s: float = 6.0,
+    size: int = 1000,
+) -> bytes:
+    """The recorder's message on ``cam/<camera>/clip``."""
+    return schemas.ClipInfo(
+        camera=camera,
+        clip_id=clip_id,
+        event_ids=event_ids,
+        path=path,
+        started_at=started_at,
+        ended_at=started_at + duration_s,
+        duration_s=duration_s,
+        bytes=size,
+        state=state,
+    ).to_json()

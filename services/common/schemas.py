@@ -323,6 +323,33 @@ class DetectorStats(Message):
     messages_bad: int = 0
 
 
+class RecorderCameraStats(BaseModel):
+    frames_in: int = 0
+    frames_bad: int = 0
+    frames_dropped: int = 0  # the recorder fell behind: frames it had no time to write
+    frames_written: int = 0
+    events: int = 0
+    clips: int = 0
+    segments: int = 0
+    recording: bool = False
+
+
+class RecorderStats(Message):
+    """``sentrycam/recorder/stats``, every RECORD_STATS_INTERVAL seconds and when the disk's state changes."""
+
+    interval_s: float
+    published_at: float
+    cameras: dict[CameraId, RecorderCameraStats] = Field(max_length=MAX_STATS_CAMERAS)
+    disk_ok: bool = True
+    disk_error: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    write_errors: int = 0
+    used_bytes: int = 0
+    free_bytes: int = 0
+    files_deleted: int = 0
+    frames_bad_camera_id: int = 0
+    messages_bad: int = 0
+
+
 def dumps(obj: object) -> bytes:
     """Compact JSON for small non-schema payloads (Home Assistant discovery configs and the like)."""
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()

@@ -18,6 +18,7 @@ OFF = "OFF"
 ARMED_SET = "sentrycam/armed/set"
 ARMED_STATE = "sentrycam/armed/state"
 DETECTOR_STATS = "sentrycam/detector/stats"
+RECORDER_STATS = "sentrycam/recorder/stats"
 
 ALL_FRAMES = "cam/+/frame"
 ALL_INFO = "cam/+/info"
@@ -106,6 +107,11 @@ def all_events(label: str) -> str:
 def camera_frames(camera_id: str | None) -> str:
     """Frames of one camera, or of all of them when ``camera_id`` is None."""
     return ALL_FRAMES if camera_id is None else frame(camera_id)
+
+
+def camera_messages(camera_id: str | None) -> str:
+    """Every ``cam/<id>/<level>`` message of one camera, or of all of them when ``camera_id`` is None."""
+    return ALL_CAMERA_MESSAGES if camera_id is None else _cam(camera_id, "+")
 
 
 def service_status(service: str) -> str:

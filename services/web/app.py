@@ -1,7 +1,7 @@
 """The Flask app: pages, JSON API, live streams and Server-Sent Events, all behind the owner's login.
 
 Each blueprint states who may use it (``blueprints/access.py``): ``auth`` is public, ``pages`` send
-strangers to the login, ``api``, ``live`` and ``stream`` answer them with a plain 401.
+strangers to the login, ``api``, ``live``, ``media`` and ``stream`` answer them with a plain 401.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from services.common.logs import RateLimitedLog
 from services.web.auth import LoginLimiter, Owner, Sessions
-from services.web.blueprints import access, api, auth, live, pages, stream
+from services.web.blueprints import access, api, auth, live, media, pages, stream
 from services.web.blueprints.common import EXTENSION, WebContext
 from services.web.const import LOGIN_CHECKS, MAX_REQUEST_BYTES, SESSION_DAYS
 
@@ -57,7 +57,14 @@ def create_app(relay: WebRelay, secret_key: str, sessions: Sessions) -> Flask:
     app.after_request(security_headers)
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(HTTPException, http_error)
-    for blueprint in (auth.blueprint, pages.blueprint, api.blueprint, live.blueprint, stream.blueprint):
+    for blueprint in (
+        auth.blueprint,
+        pages.blueprint,
+        api.blueprint,
+        live.blueprint,
+        media.blueprint,
+        stream.blueprint,
+    ):
         app.register_blueprint(blueprint)
     return app
 

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common import topics
 from services.common.database import open_durable
+from services.web.clips import CLIP_SCHEMA, StoredClip
 from services.web.const import BUSY_TIMEOUT_MS, EVENTS_PAGE_SIZE
 from services.web.files import create_private, restrict_existing
 
@@ -63,7 +64,7 @@ def open_events(database: Path) -> sqlite3.Connection:
     for name, definition in ADDED_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
-    db.executescript(INDEXES)
+    db.executescript(INDEXES + CLIP_SCHEMA)
     return db
 
 
@@ -115,6 +116,8 @@ class StoredEvent:
     # File names in the snapshot directory; the app shows URLs instead.
     snapshot: str | None
     thumbnail: str | None
+    # The recorder's clips of this event, oldest first (attached by the store, not in the events table).
+    clips: tuple[StoredClip, ...] = ()
 
     @property
     def has_snapshot(self) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import schemas
+from services.web.clips import ClipStore
 from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
 from services.web.event_model import (
     EVENT_ID_RE,
@@ -45,6 +46,7 @@ class EventStore:
         self._logger = logger
         self._lock = threading.Lock()
         self._db = open_events(data_dir / DATABASE_FILE)
+        self.clips = ClipStore(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
@@ -71,7 +73,7 @@ class EventStore:
             if new_files is not None and old is not None:
                 self._remove_files(old["snapshot"], old["thumbnail"])
             row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
-        return StoredEvent.from_row(row)
+        return self.clips.attach([StoredEvent.from_row(row)])[0]
 
     def _log_refused(self, why: str) -> None:
         self._logger.warning("snapshot refused: %s", why)
@@ -202,7 +204,7 @@ class EventStore:
             return None
         with self._lock:
             row = self._db.execute("SELECT * FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        return StoredEvent.from_row(row) if row is not None else None
+        return self.clips.attach([StoredEvent.from_row(row)])[0] if row is not None else None
 
     def query(self, where: EventFilter) -> list[StoredEvent]:
         clauses: list[str] = []
@@ -221,7 +223,7 @@ class EventStore:
         params.append(where.limit)
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
-        return [StoredEvent.from_row(row) for row in rows]
+        return self.clips.attach([StoredEvent.from_row(row) for row in rows])
 
     def choices(self) -> dict[str, list[str]]:
         """Cameras, labels and days that have events, for the timeline's filters."""
@@ -300,6 +302,7 @@ class EventStore:
                     total -= row["snapshot_bytes"]
             # Rows go first: a kill between the two steps leaves only unreferenced files behind.
             self._db.executemany("DELETE FROM events WHERE event_id = ?", [(r["event_id"],) for r in doomed])
+            self.clips.forget([row["event_id"] for row in doomed], cutoff)  # their files are the recorder's
             for row in doomed:
                 self._remove_files(row["snapshot"], row["thumbnail"])
         if doomed:

@@ -21,6 +21,7 @@ from services.common.service import Presence, ServiceHandler, StartupError
 from services.web.app import create_app
 from services.web.broadcast import Broadcaster
 from services.web.cameras import CameraViews
+from services.web.clips import parse_clip
 from services.web.const import (
     CLIENT_ID_PREFIX,
     OPEN_EVENT_CHECK_S,
@@ -32,6 +33,7 @@ from services.web.const import (
 from services.web.datadir import open_data_dir
 from services.web.event_model import StoredEvent
 from services.web.live import FrameHub
+from services.web.recordings import open_record_dir
 from services.web.server import WaitressServer, WebServer
 from services.web.settings import WebSettings
 from services.web.writer import EventWriter
@@ -68,6 +70,7 @@ class WebRelay(ServiceHandler[WebSettings]):
         self.bad_payloads = 0
         self._bad_log = RateLimitedLog(logger)
         self._broker_was_connected = False
+        self.record_dir = open_record_dir(settings)  # None: no playback
         data = open_data_dir(settings, logger)
         self.store = data.store
         self.writer = EventWriter(self.store, logger, on_stored=self._event_stored, on_bad=self._bad)
@@ -192,6 +195,8 @@ class WebRelay(ServiceHandler[WebSettings]):
             self._on_status(camera, payload)
         elif topic == topics.info(camera):
             self._on_info(camera, payload)
+        elif topic == topics.clip(camera):
+            self._on_clip(message, payload)
         elif topics.label_of_event(topic) is not None:
             self._on_event(message, payload)
 
@@ -287,6 +292,14 @@ class WebRelay(ServiceHandler[WebSettings]):
             return  # acknowledged: the same bytes would be just as bad again
         # Acknowledged by the writer once stored, so a failed write brings the event again.
         self.writer.put(event, self.client.hold_ack(message))
+
+    def _on_clip(self, message: mqtt.MQTTMessage, payload: bytes) -> None:
+        try:
+            clip = parse_clip(message.topic, payload)
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
+            return
+        self.writer.put_clip(clip, self.client.hold_ack(message))  # acknowledged once stored
 
     def _event_stored(self, event: StoredEvent) -> None:
         self.broadcaster.send("event", event)

@@ -25,6 +25,11 @@ class WebSettings(ServiceSettings):
         Path("data/web"),
         description="Where the relay keeps its event database, snapshots and generated secret key.",
     )
+    web_record_dir: Path | None = Field(
+        None,
+        description="The recorder's directory (its RECORD_DIR), read only, for playing clips and "
+        "recordings; a relative path is relative to the working directory; empty = no playback.",
+    )
     web_username: str = Field("admin", min_length=1, max_length=64, description="The owner's login name.")
     web_password_hash: SecretStr | None = Field(
         None,

@@ -4,6 +4,8 @@ The thread keeps fsyncs on a slow SD card from delaying the frames that share pa
 event the store could not take (a locked database, a full disk) is not acknowledged: the broker keeps it in
 the relay's session and sends it again, and the store takes a repeated event as the same row.
 
+The recorder's clip announcements are stored by the same thread, and acknowledged the same way.
+
 A label's state going OFF closes that label's open events through the same queue, so that it is applied
 after every event message that came before it.
 """
@@ -30,6 +32,12 @@ class ReceivedEvent:
 
 
 @dataclass(frozen=True)
+class ReceivedClip:
+    clip: schemas.ClipInfo
+    ack: PendingAck
+
+
+@dataclass(frozen=True)
 class LabelOff:
     """``cam/<camera>/<label>/state`` said OFF: no event of that label is open."""
 
@@ -51,11 +59,14 @@ class EventWriter:
         self._on_stored = on_stored
         self._on_bad = on_bad
         # None asks the thread to finish.
-        self._queue: queue.Queue[ReceivedEvent | LabelOff | None] = queue.Queue()
+        self._queue: queue.Queue[ReceivedEvent | ReceivedClip | LabelOff | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
 
     def put(self, event: schemas.DetectionEvent, ack: PendingAck) -> None:
         self._queue.put(ReceivedEvent(event, ack))
+
+    def put_clip(self, clip: schemas.ClipInfo, ack: PendingAck) -> None:
+        self._queue.put(ReceivedClip(clip, ack))
 
     def label_off(self, camera: str, label: str, ack: PendingAck) -> None:
         self._queue.put(LabelOff(camera, label, ack))
@@ -75,6 +86,8 @@ class EventWriter:
         while (received := self._queue.get()) is not None:
             if isinstance(received, LabelOff):
                 self._close(received)
+            elif isinstance(received, ReceivedClip):
+                self._write_clip(received)
             else:
                 self._write(received)
 
@@ -106,4 +119,20 @@ class EventWriter:
             self._logger.exception("could not record event %s", event.event_id)
         else:
             self._on_stored(stored)
+        received.ack.done()
+
+    def _write_clip(self, received: ReceivedClip) -> None:
+        clip = received.clip
+        try:
+            event_ids = self._store.clips.record(clip)
+            # Open pages show the clip on its events that are here already (the others get it when they come).
+            linked = [event for event_id in event_ids if (event := self._store.get(event_id)) is not None]
+        except STORE_ERRORS as error:
+            received.ack.failed(f"clip {clip.clip_id}: {error}")
+            return
+        except Exception:
+            self._logger.exception("could not record clip %s", clip.clip_id)
+        else:
+            for event in linked:
+                self._on_stored(event)
         received.ack.done()

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from services.common import topics
 from services.common.logs import RateLimitedLog
 from services.web.auth import LoginLimiter, Owner, Sessions
+from services.web.clips import StoredClip
 from services.web.event_model import StoredEvent
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 EXTENSION = "sentrycam"
 # File names stay inside the relay; the API shows URLs instead.
-PRIVATE_EVENT_FIELDS = frozenset({"snapshot", "thumbnail"})
+PRIVATE_EVENT_FIELDS = frozenset({"snapshot", "thumbnail", "clips"})
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -51,7 +52,25 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
     shown["url"] = url_for("pages.event", event_id=event.event_id)
     shown["snapshot_url"] = url_for("pages.snapshot", event_id=event.event_id) if event.snapshot else None
     shown["thumbnail_url"] = url_for("pages.thumbnail", event_id=event.event_id) if event.thumbnail else None
+    shown["clips"] = [clip_json(clip) for clip in event.clips]
+    shown["clip"] = shown["clips"][0] if event.clips else None
     return shown
+
+
+def clip_json(clip: StoredClip) -> dict[str, Any]:
+    """A clip as the API and the pages show it: its URLs instead of its path, none while playback is off."""
+    playable = relay().record_dir is not None
+    url = url_for("media.clip", clip_id=clip.clip_id) if playable else None
+    return {
+        "clip_id": clip.clip_id,
+        "state": clip.state,
+        "started_at": clip.started_at,
+        "ended_at": clip.ended_at,
+        "duration_s": clip.duration_s,
+        "bytes": clip.bytes,
+        "url": url,
+        "download_url": url_for("media.clip", clip_id=clip.clip_id, download=1) if playable else None,
+    }
 
 
 def known_camera(camera: str) -> dict[str, Any]:

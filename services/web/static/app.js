@@ -116,6 +116,11 @@
     const what = document.createElement("span"); what.className = "what";
     const b = document.createElement("b"); b.textContent = ev.label;
     what.append(b, " on " + ev.camera);
+    if (ev.clip) {
+      const badge = document.createElement("span");
+      badge.className = "has-clip"; badge.title = "a video clip was recorded"; badge.textContent = "▶ clip";
+      what.append(" ", badge);
+    }
     const time = document.createElement("time"); time.dataset.epoch = ev.started_at;
     const score = document.createElement("span"); score.className = "score"; score.textContent = Math.round(ev.top_score * 100) + " %";
     const state = document.createElement("span"); state.className = "state"; state.textContent = ev.ended_at ? "ended" : "ongoing";
