@@ -32,6 +32,28 @@ def short_person_clip(path: Path) -> Path:
     return write_clip(path, frames, 10.0)
 
 
+# The crop of the person footage (x, y, width; 16:9) around where the first person stands at the table
+# (video frames 85-180, box x 0.50-0.66, y 0.02-0.91): zoomed to a camera's picture, the person's head and
+# body fill 38 % of it, as for someone stepping right up to a doorbell or porch camera.
+CLOSE_UP = (310, 0, 320)
+
+
+def close_up(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A real frame zoomed to the CLOSE_UP crop and resized to ``size`` (width, height)."""
+    x, y, width = CLOSE_UP
+    crop = frame[y : y + width * 9 // 16, x : x + width]
+    return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+
+
+def close_up_cut(size: tuple[int, int], empty: int = 10, person: int = 8) -> tuple[list[bytes], list[bytes]]:
+    """A cut from the empty room to a person filling over a third of the picture, both zoomed the same
+    way (close_up), at 5 fps (every other frame of the 10 fps footage): ``empty`` frames of the empty room
+    (video frames 0, 2, ...), then ``person`` frames of the person standing at the table (100, 102, ...)."""
+    room = read_frames(PERSON_VIDEO, 0, 2 * empty - 1)[::2]
+    standing = read_frames(PERSON_VIDEO, 100, 100 + 2 * person - 1)[::2]
+    return [jpeg(close_up(f, size)) for f in room], [jpeg(close_up(f, size)) for f in standing]
+
+
 class FramePublisher:
     """Publishes JPEG frames with the camera's metadata properties, logged in as the camera's user."""
 

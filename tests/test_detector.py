@@ -22,8 +22,9 @@ from scripts import fetch_model
 from services.common import schemas
 from services.common.mqtt import MqttClient
 from services.common.service import create_handler
-from services.detector import events
+from services.detector import decode, events
 from services.detector import model as model_module
+from services.detector.const import MOTION_GLOBAL_FRACTION
 from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
 from services.detector.motion import MotionGate
@@ -38,7 +39,17 @@ from services.detector.scene import (
 )
 from services.detector.settings import DetectorSettings
 from services.detector.tracker import CameraTracker, Change, Confirmation, OpenEvent
-from tests.support import CAR_VIDEO, MEDIA_DIR, MODEL_DIR, PERSON_VIDEO, REPO_ROOT, read_frames, service_env
+from tests.detector_support import close_up, close_up_cut
+from tests.support import (
+    CAR_VIDEO,
+    MEDIA_DIR,
+    MODEL_DIR,
+    PERSON_VIDEO,
+    REPO_ROOT,
+    jpeg,
+    read_frames,
+    service_env,
+)
 
 MODEL = MODEL_DIR / "detect.tflite"
 LABELMAP = MODEL_DIR / "labelmap.txt"
@@ -390,7 +401,7 @@ def test_an_event_ends_end_after_seconds_after_its_last_sighting_or_at_once_when
 # ---- motion gate
 
 
-def test_motion_gate_ignores_a_static_scene_and_lighting_jumps_but_sees_a_person() -> None:
+def test_motion_gate_ignores_a_static_scene_and_infers_only_the_frame_of_a_lighting_jump() -> None:
     frames = read_frames(PERSON_VIDEO, 0, 80)
     gate = MotionGate(0.12, 0.005, force_interval_s=1000.0)
     gate.should_infer(frames[0], 0.0, tracking=False)  # first frame: background, inferred
@@ -406,7 +417,10 @@ def test_motion_gate_ignores_a_static_scene_and_lighting_jumps_but_sees_a_person
         lit.should_infer(frames[0], 0.0, tracking=False)
         for frame in frames[1:20]:
             lit.should_infer(frame, 1.0, tracking=False)
-        assert not any(lit.should_infer(jump(f), 2.0, tracking=False) for f in frames[20:40]), name
+        # Equalization undoes the first two; the clipping one changes most of the frame at once: that one
+        # frame is inferred (it could be a person filling the picture) and becomes the background.
+        inferred = [lit.should_infer(jump(f), 2.0, tracking=False) for f in frames[20:40]]
+        assert inferred == [name == "lamp on, clipping"] + [False] * 19, name
     walking_in = [gate.should_infer(f, 60.0 + i, tracking=False) for i, f in enumerate(frames[50:80])]
     assert sum(walking_in) >= 15
     # Tracking and the periodic forced inference run the model on a static frame anyway.
@@ -415,6 +429,70 @@ def test_motion_gate_ignores_a_static_scene_and_lighting_jumps_but_sees_a_person
     periodic.should_infer(frames[0], 0.0, tracking=False)
     assert not periodic.should_infer(frames[1], 1.0, tracking=False)
     assert periodic.should_infer(frames[2], 5.5, tracking=False)
+
+
+def test_motion_gate_infers_the_frame_of_a_cut_to_a_close_up_person() -> None:
+    """The gate's view of close_up_cut (tests/detector_support.py): real frames zoomed to a crop where the
+    person fills over a third of the picture. The cut changes most of the frame; it is inferred."""
+    empty, person = close_up_cut((768, 432), empty=6, person=4)
+    gate = MotionGate(0.12, 0.005, force_interval_s=1000.0)
+    room = [
+        gate.should_infer(decode.for_gate(payload), float(i), tracking=False)
+        for i, payload in enumerate(empty)
+    ]
+    assert room == [True] + [False] * 5  # the first frame (no background yet), then a static room
+    assert gate.should_infer(decode.for_gate(person[0]), 10.0, tracking=False)
+    assert gate.last_changed_fraction >= MOTION_GLOBAL_FRACTION
+    # The person standing still is the new background: no motion on the next frame.
+    assert not gate.should_infer(decode.for_gate(person[1]), 10.2, tracking=False)
+
+
+# ---- decoding no larger than needed
+
+
+def test_the_reduction_is_the_largest_that_still_covers_the_model_input() -> None:
+    factors = tuple(decode.COLOUR)
+    assert decode.reduction(768, 432, 300, 300, factors) == 1  # 384x216 would not cover 300 rows
+    assert decode.reduction(1280, 720, 300, 300, factors) == 2  # 640x360
+    assert decode.reduction(1920, 1080, 300, 300, factors) == 2  # 480x270 at 1/4 would not
+    assert decode.reduction(2560, 1440, 300, 300, factors) == 4  # 640x360
+    assert decode.reduction(3840, 2160, 300, 300, factors) == 4  # 480x270 at 1/8 would not
+    assert decode.reduction(7680, 4320, 300, 300, factors) == 8
+    assert decode.reduction(2400, 2401, 300, 300, factors) == 8  # rounded up as libjpeg does: 300x301
+    assert decode.reduction(200, 100, 300, 300, factors) == 1  # smaller than the input: whole
+
+
+def test_reduced_decodes_have_the_sizes_libjpeg_gives_and_the_whole_frame_stays_available() -> None:
+    frame = close_up(read_frames(PERSON_VIDEO, 100, 100)[0], (1920, 1080))
+    payload = jpeg(frame)
+    image, factor = decode.for_model(payload, 300, 300)
+    assert factor == 2 and image.shape == (540, 960, 3)
+    whole, factor = decode.for_model(payload, 300, 300, reduce=False)
+    assert factor == 1 and whole.shape == (1080, 1920, 3)
+    assert decode.for_gate(payload).shape == (135, 240)  # 1/8 still leaves three times 64x36
+    assert decode.for_gate(jpeg(read_frames(PERSON_VIDEO, 0, 0)[0])).shape == (108, 192)  # 768x432: 1/4
+    with pytest.raises(decode.DecodeError):
+        decode.for_model(payload[:600], 300, 300)  # the header and a little data: nothing to decode
+
+
+def test_the_model_finds_the_same_people_on_the_reduced_decode() -> None:
+    """Every 20th frame of the first half of the person footage (0-680: the empty room, three people),
+    upscaled to 1280x720 as a camera of that size would send it: the person is found (>= 0.5) on the
+    same frames whether the model's picture is decoded at half size or whole, and the scores differ
+    little. (bench/detector.py compares every frame of the footage.)"""
+    frames = read_frames(PERSON_VIDEO, 0, 699)[::20]
+    found = {}
+    for reduce in (True, False):
+        scores = []
+        for frame in frames:
+            image, _ = decode.for_model(jpeg(cv2.resize(frame, (1280, 720))), 300, 300, reduce=reduce)
+            best = best_person(detector().detect(image, 0.3))
+            scores.append(best.score if best else 0.0)
+        found[reduce] = np.array(scores)
+    reduced, whole = found[True], found[False]
+    assert int((whole >= 0.5).sum()) >= 20, "the people of the footage are found on the whole frames"
+    assert ((reduced >= 0.5) != (whole >= 0.5)).sum() <= 1
+    assert float(np.abs(reduced - whole).mean()) < 0.03
 
 
 # ---- start-up errors and settings

@@ -11,8 +11,11 @@ import numpy as np
 
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
+from services.common.jpeg import jpeg_size
+from services.detector.settings import DetectorSettings
 from tests.detector_support import (
     FramePublisher,
+    close_up_cut,
     detector_env,
     events,
     image_jpeg,
@@ -25,6 +28,7 @@ from tests.support import CAR_VIDEO, PERSON_VIDEO, Collector, ServiceProcess, jp
 from tests.test_common import forged_jpeg
 
 Start = Callable[[str, dict[str, str]], ServiceProcess]
+CONFIRM_FRAMES: int = DetectorSettings.model_fields["detector_confirm_frames"].default  # M
 Collect = Callable[..., Collector]
 
 
@@ -177,6 +181,42 @@ def test_static_scene_skips_most_inferences_but_a_person_walking_in_is_detected(
     assert events(seen, camera) == []
     publisher.stream(room[56:], 10.0)
     seen.wait_for(topics.event(camera, "person"), lambda m: b'"start"' in m.payload)
+    publisher.close()
+
+
+def test_a_person_cut_in_close_up_starts_on_the_mth_frame_with_a_whole_frame_snapshot(
+    broker: LocalBroker, service: Start, collector: Collect
+) -> None:
+    """A cut from the empty room to a person filling over a third of the picture (issue 16).
+
+    Built from the real footage: the crop CLOSE_UP (tests/detector_support.py) around the first person
+    standing at the table, zoomed to 1280x720, first over the empty room (video frames 0-18), then over
+    the person (frames 100-114), at 5 fps. The cut changes over 25 % of the motion gate's picture (79 %),
+    which resets its background; the frame must still be inferred, so ``start`` comes with the M-th
+    (4th) person frame: M frames at the camera's rate plus one inference. When the gate skipped that
+    frame (the code before issue 16), the person standing still gave too little motion to infer the next
+    two frames and ``start`` came with the 7th. 1280x720 is decoded at half size for the model (640x360
+    still covers 300x300); the snapshot must still be the whole frame.
+    """
+    camera = "det-closeup"
+    seen = collector(topics.event(camera, "person"), topics.label_snapshot(camera, "person"))
+    start_detector(service, collector, broker, detector_cameras=camera)
+    empty, person = close_up_cut((1280, 720))
+    publisher = FramePublisher(broker, camera)
+    publisher.stream(empty, 5.0)
+    first_person = publisher.seq
+    publisher.stream(person, 5.0)
+    message = seen.wait_for(topics.event(camera, "person"), lambda m: b'"start"' in m.payload)
+    start = schemas.DetectionEvent.parse(message.payload)
+    confirming = {ms: seq - first_person for seq, ms in publisher.sent_at.items()}[
+        round(start.frame_time * 1000)
+    ]
+    assert confirming == CONFIRM_FRAMES - 1, f"start on person frame {confirming + 1}"
+    box = start.box
+    assert (box[2] - box[0]) * (box[3] - box[1]) >= 1 / 3, f"the person fills less than a third: {box}"
+    snapshot = start.snapshot_jpeg()
+    assert snapshot is not None and jpeg_size(snapshot) == (1280, 720)
+    assert red_pixels(snapshot) > 300
     publisher.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.detector import decode
 from services.detector.model import Image
 from services.detector.motion import MotionGate
 from services.detector.stats import CameraMeter
@@ -37,5 +38,15 @@ class ReadyFrame:
 
     feed: CameraFeed
     pending: PendingFrame
-    image: Image
+    image: Image  # as decoded for the model: reduced unless is_whole
     model_input: Image
+    is_whole: bool = True
+
+    def whole_image(self) -> Image | None:
+        """The whole frame, for a snapshot: the model's picture when it was not reduced, else decoded again
+        (only when a change carries a snapshot; boxes are normalized, so they fit either size). None if
+        that decode fails: the event goes out without a picture rather than not at all."""
+        try:
+            return self.image if self.is_whole else decode.whole(self.pending.payload)
+        except decode.DecodeError:
+            return None

@@ -4,8 +4,9 @@ It compares a tiny grayscale copy of the frame with a slowly updated background.
 histogram-equalized: a global lighting change (a lamp switched on, a cloud, the camera's auto exposure)
 maps every grey level through the same increasing curve and equalization undoes any such curve, while a
 person walking in changes a patch of pixels against the rest. A change over most of the frame that still
-gets through (a jump so strong that it clips to white) is taken for lighting too: the background is reset
-and the frame does not count as motion; the periodic inference still looks at the scene.
+gets through (a jump so strong that it clips to white) resets the background, and the frame that caused it
+is inferred: it may be lighting, but it may as well be a person stepping close to the camera and filling
+most of the picture, and skipping that frame would delay the alert until a later frame moves enough.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class MotionGate:
         self.last_changed_fraction = 0.0
 
     def changed_fraction(self, bgr: npt.NDArray[Any]) -> float:
-        """The fraction of the small copy that differs from the background; updates the background."""
+        """The fraction of the small copy that differs from the background; updates the background. A
+        first frame, or a change over MOTION_GLOBAL_FRACTION or more, replaces the background."""
         small = normalized_small(bgr)
         if self._background is None or self._background.shape != small.shape:
             self._background = small
@@ -53,12 +55,13 @@ class MotionGate:
         fraction = float((np.abs(small - self._background) > self._pixel_threshold).mean())
         if fraction >= MOTION_GLOBAL_FRACTION:
             self._background = small
-            return 0.0
+            return fraction
         cv2.accumulateWeighted(small, self._background, MOTION_BACKGROUND_ALPHA)
         return fraction
 
     def should_infer(self, bgr: npt.NDArray[Any], now: float, tracking: bool) -> bool:
-        """True on motion, while something is tracked, and at least every ``force_interval_s``."""
+        """True on motion (a global change included), while something is tracked, and at least every
+        ``force_interval_s``."""
         self.last_changed_fraction = self.changed_fraction(bgr)
         due = tracking or now - self._last_inference >= self._force_interval_s
         if due or self.last_changed_fraction >= self._area_threshold:

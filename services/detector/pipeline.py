@@ -1,8 +1,9 @@
 """Frames in, events out: a newest-frame slot per camera, a preparing thread and the inference worker.
 
-The network thread only files frames (:meth:`Pipeline.receive`). The preparing thread decodes, gates and
-resizes the next frame, just in time for the end of the running inference, while the worker thread runs
-the interpreter on the current one, turns its detections into events and publishes the stats.
+The network thread only files frames (:meth:`Pipeline.receive`). The preparing thread decodes (no larger
+than needed), gates and resizes the next frame, just in time for the end of the running inference, while
+the worker thread runs the interpreter on the current one, turns its detections into events and
+publishes the stats.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
-import cv2
-import numpy as np
-
 from services.common import schemas, topics
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient
-from services.detector import events
+from services.detector import decode, events
 from services.detector.const import EMA_WEIGHT, PREPARE_MARGIN_S, WORKER_TICK_S
 from services.detector.feed import CameraFeed, PendingFrame, ReadyFrame
 from services.detector.model import Detector
@@ -184,25 +182,24 @@ class Pipeline:
                     self._changed.notify_all()
 
     def _prepare(self, feed: CameraFeed, pending: PendingFrame) -> ReadyFrame | None:
-        data = np.frombuffer(pending.payload, np.uint8)
         # The frame's header was checked on arrival (payload_problem): it has at most
-        # DETECTOR_MAX_FRAME_PIXELS. The motion check needs only a grey quarter-size decode (libjpeg scales
-        # while decoding, about 5x cheaper); the full decode is paid only for frames that go to the model.
-        small = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_4)
-        if small is None or small.size == 0:
-            self._bad_frame(feed, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
+        # DETECTOR_MAX_FRAME_PIXELS. The gate needs only a small grey decode, the model a colour one no
+        # larger than its input needs (services/detector/decode.py); the whole frame waits for a snapshot.
+        try:
+            if self._settings.detector_motion and not feed.gate.should_infer(
+                decode.for_gate(pending.payload), time.monotonic(), feed.tracking
+            ):
+                with self._changed:
+                    feed.stats.counts.frames_skipped_motion += 1
+                return None
+            model = self._detector
+            image, factor = decode.for_model(
+                pending.payload, model.width, model.height, reduce=self._settings.detector_reduced_decode
+            )
+        except decode.DecodeError as error:
+            self._bad_frame(feed, str(error))
             return None
-        if self._settings.detector_motion and not feed.gate.should_infer(
-            small, time.monotonic(), feed.tracking
-        ):
-            with self._changed:
-                feed.stats.counts.frames_skipped_motion += 1
-            return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
-            self._bad_frame(feed, f"cannot decode the JPEG ({len(pending.payload)} bytes)")
-            return None
-        return ReadyFrame(feed, pending, image, self._detector.prepare(image))
+        return ReadyFrame(feed, pending, image, model.prepare(image), is_whole=factor == 1)
 
     def _bad_frame(self, feed: CameraFeed, problem: str) -> None:
         with self._changed:
@@ -244,8 +241,9 @@ class Pipeline:
         self._inference_s += (inference_s - self._inference_s) * EMA_WEIGHT
         with self._label_states:
             changes = feed.tracker.observe(detections, ready.pending.captured_at, time.time())
+            snapshot = ready.whole_image() if any(c.detections for c in changes) else None
             for change in changes:
-                events.publish_change(self._client, self._logger, feed.camera, change, ready.image)
+                events.publish_change(self._client, self._logger, feed.camera, change, snapshot)
         with self._changed:
             feed.stats.inferred(inference_s * 1000, age_ms)
             feed.stats.counts.events += sum(change.type == "start" for change in changes)

@@ -95,6 +95,11 @@ class DetectorSettings(HassSettings):
         le=3600.0,
         description="Seconds after which a frame is inferred even without motion, so a still person is seen.",
     )
+    detector_reduced_decode: bool = Field(
+        True,
+        description="Decode frames for the model at the smallest JPEG scale (1/2, 1/4, 1/8) that still "
+        "covers the model input; false decodes them whole (snapshots are always drawn on the whole frame).",
+    )
     detector_max_frame_bytes: int = Field(
         schemas.MAX_FRAME_BYTES, ge=1024, description="Frames bigger than this are refused as bad input."
     )
