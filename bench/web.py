@@ -25,7 +25,9 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from bench.results import Figure, Result, save
 from scripts.localbroker import LocalBroker, free_port
 from tests.support import REPO_ROOT, Collector, footage_frames, service_env
 from tests.web_support import PASSWORD, USERNAME
@@ -33,6 +35,8 @@ from tests.web_support import PASSWORD, USERNAME
 CAMERA = "bench"
 FPS = 10.0
 WARMUP_S = 2.0
+GOAL_SHARE = 0.95  # of the published frames, for every viewer
+GOAL_P95_MS = 50.0
 
 
 def clock_ticks(pid: int) -> float:
@@ -58,10 +62,12 @@ def log_in(base: str) -> str:
     return f"{cookie.name}={cookie.value}"
 
 
-async def viewer(port: int, cookie: str, until: float, parts: list[tuple[int, float, float]]) -> None:
+async def viewer(
+    port: int, cookie: str, until: float, parts: list[tuple[int, float, float]], camera: str = CAMERA
+) -> None:
     """Read the stream, recording (camera seq, arrival at the relay ms, received here ms) per part."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /cam/{CAMERA}/live.mjpg HTTP/1.0\r\nHost: bench\r\nCookie: {cookie}\r\n\r\n".encode())
+    writer.write(f"GET /cam/{camera}/live.mjpg HTTP/1.0\r\nHost: bench\r\nCookie: {cookie}\r\n\r\n".encode())
     await writer.drain()
     await reader.readuntil(b"\r\n\r\n")  # response headers; HTTP/1.0, so the body is not chunked
     try:
@@ -85,6 +91,33 @@ async def watch(port: int, cookie: str, viewers: int, seconds: float) -> list[li
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def figures(count: int, phase: dict[str, Any], p95_base: float, idle_rss: float) -> list[Figure]:
+    """One phase: the worst viewer's share of frames and the delay (goals), memory beside the idle relay."""
+    worst = min(phase["shares"])
+    viewers = f"{count} viewer{'s' if count > 1 else ''}"
+    return [
+        Figure(
+            f"{viewers}: frames, worst viewer",
+            round(worst * 100, 1),
+            "%",
+            100.0,
+            "published",
+            f">= {GOAL_SHARE:.0%}",
+            worst >= GOAL_SHARE,
+        ),
+        Figure(
+            f"{viewers}: delay p95",
+            round(phase["p95_ms"], 1),
+            "ms",
+            round(p95_base, 1),
+            "1 viewer",
+            f"< {GOAL_P95_MS:g} ms",
+            phase["p95_ms"] < GOAL_P95_MS,
+        ),
+        Figure(f"{viewers}: relay memory", round(phase["rss_mb"], 1), "MB", round(idle_rss, 1), "no viewer"),
+    ]
 
 
 def main() -> None:
@@ -159,6 +192,11 @@ def main() -> None:
         )
         print("| --- | --- | --- | --- | --- |")
         delay_base: tuple[float, float] | None = None
+        result = Result(
+            "web" if args.server == "waitress" else f"web-{args.server}",
+            f"python -m bench.web --seconds {args.seconds:g} --viewers {args.viewers} --server {args.server}",
+            data={"idle_cpu_s_per_min": idle_cpu_per_min, "idle_rss_mb": idle_rss, "phases": []},
+        )
         for count in counts:
             cpu0 = clock_ticks(relay.pid)
             seq0 = publisher.seq
@@ -183,6 +221,10 @@ def main() -> None:
                 f"| {rss:.1f} ({rss / idle_rss:.2f}x) |",
                 flush=True,
             )
+            phase = {"viewers": count, "shares": shares, "p50_ms": p50, "p95_ms": p95, "rss_mb": rss}
+            result.data["phases"].append({**phase, "cpu_s_per_viewer_min": per_viewer_min})
+            result.figures += figures(count, phase, delay_base[1], idle_rss)
+        print(f"saved {save(result)}")
     finally:
         stop.set()
         relay.terminate()
