@@ -53,8 +53,8 @@ def camera_user(camera_id: str) -> str:
 
 
 def camera_acl_block(camera_id: str) -> list[str]:
-    """A camera publishes exactly its own frame, status, info and alarm state, and reads only its own alarm
-    commands: no events, no detection or arming commands, nothing of another camera."""
+    """A camera publishes exactly its own frame, status, info, alarm state and alarm result, and reads only
+    its own alarm commands: no events, no detection or arming commands, nothing of another camera."""
     return [
         f"user {camera_user(camera_id)}",
         *(
@@ -64,6 +64,7 @@ def camera_acl_block(camera_id: str) -> list[str]:
                 topics.status(camera_id),
                 topics.info(camera_id),
                 topics.alarm_state(camera_id),
+                topics.alarm_result(camera_id),
             )
         ),
         f"topic read {topics.alarm_set(camera_id)}",

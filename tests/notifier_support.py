@@ -1,4 +1,5 @@
-"""A real SMTP server (aiosmtpd) with AUTH and TLS for the notifier tests and benchmark, and event helpers."""
+"""A real SMTP server (aiosmtpd) with AUTH and TLS, a real HTTP push receiver and a silent server for the
+notifier tests and benchmark, and event helpers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import email
 import email.policy
 import functools
 import ipaddress
+import json
+import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +83,17 @@ class Mail:
         raise AssertionError("no JPEG attachment")
 
     def text(self) -> str:
-        for part in self.message.walk():
-            if part.get_content_type() == "text/html":
-                return str(part.get_content())
-        raise AssertionError("no text part")
+        """The HTML part."""
+        return self.part("text/html")
+
+    def plain(self) -> str:
+        return self.part("text/plain")
+
+    def part(self, content_type: str) -> str:
+        """The one part of that type (an attachment is no text part)."""
+        found = [part for part in self.message.walk() if part.get_content_type() == content_type]
+        assert len(found) == 1, f"{len(found)} {content_type} parts"
+        return str(found[0].get_content())
 
 
 class SmtpServer:
@@ -175,3 +187,95 @@ class SmtpServer:
 def snapshot_jpeg(frame_index: int = 120) -> bytes:
     """A real frame of the shared person footage, JPEG-encoded as the detector would."""
     return jpeg(read_frames(PERSON_VIDEO, frame_index, frame_index)[0], quality=85)
+
+
+@dataclass
+class PushRequest:
+    """One HTTP request a push channel made, as the receiver got it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.time)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class PushReceiver:
+    """A real HTTP server on a fixed loopback port, as Apprise's ``json://`` and ``ntfy://`` URLs reach it:
+    it answers 200 and records every request. ``stop`` and ``start`` again keep the port (a receiver down)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests: list[PushRequest] = []
+        self._changed = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+
+    def json_url(self, path: str = "alerts") -> str:
+        return f"json://127.0.0.1:{self.port}/{path}"
+
+    def ntfy_url(self, topic: str = "sentrycam") -> str:
+        return f"ntfy://127.0.0.1:{self.port}/{topic}"
+
+    def start(self) -> PushReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                url = urllib.parse.urlsplit(self.path)
+                request = PushRequest(
+                    self.command, url.path, dict(urllib.parse.parse_qsl(url.query)), dict(self.headers), body
+                )
+                with receiver._changed:
+                    receiver.requests.append(request)
+                    receiver._changed.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_PUT = _record  # http.server's names
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def on(self, path: str) -> list[PushRequest]:
+        with self._changed:
+            return [request for request in self.requests if request.path == path]
+
+    def wait_count(self, path: str, count: int, timeout: float = 15.0) -> list[PushRequest]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(found := [r for r in self.requests if r.path == path]) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(found)} of {count} requests to {path} within {timeout} s")
+                self._changed.wait(remaining)
+            return found
+
+
+class SilentServer:
+    """Takes TCP connections (the kernel's backlog) and never answers: a push service that hangs."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self._socket.getsockname()[1]
+
+    def close(self) -> None:
+        self._socket.close()

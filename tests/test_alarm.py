@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 from services.camera.const import DEFAULT_ALARM_SOUND
 from services.common import topics
+from services.common.schemas import AlarmResult
 from tests.camera_support import camera_settings
 
 PLAYER = "mpv --really-quiet --no-video --ao=null"
@@ -143,7 +145,7 @@ def test_on_plays_the_sound_until_the_duration_and_a_second_on_starts_no_second_
 
 def test_off_stops_the_player_and_the_cooldown_stops_a_burst(broker, collector, service, sound, players):
     camera = "alarm-off"
-    watch = collector(topics.alarm_state(camera), topics.status(camera))
+    watch = collector(topics.alarm_state(camera), topics.status(camera), topics.alarm_result(camera))
     process = alarm_camera(broker, service, camera, sound, ALARM_COOLDOWN="60")
     watch.wait_for(topics.status(camera), is_payload(b"online"))
 
@@ -155,12 +157,54 @@ def test_off_stops_the_player_and_the_cooldown_stops_a_burst(broker, collector, 
     watch.wait_for(topics.alarm_state(camera), is_payload(b"OFF", after=on.at), timeout=3)
     assert len(players.players) == 1
 
-    # Within the cooldown: ignored, and said so in the log.
+    # Within the cooldown: ignored, and said so in the log and to whoever sent it.
     watch.publish(topics.alarm_set(camera), b"ON")
     process.wait_for_log(r"cooling down for \d+ s more; ON ignored")
+    cooling = result_of(watch.wait_for(topics.alarm_result(camera), result_is("cooling_down")))
+    assert cooling.cooldown_left_s is not None and 55 <= cooling.cooldown_left_s <= 60
+    assert cooling.said() == f"cooling down, {math.ceil(cooling.cooldown_left_s)} s"
     time.sleep(0.5)
     assert len(players.players) == 1
     assert state_payloads(watch, camera) == [b"OFF", b"ON", b"OFF"]
+    said = [result_of(m).result for m in watch.on(topics.alarm_result(camera))]
+    assert said == ["sounding", "stopped", "cooling_down"]
+    assert all(m.retain is False for m in watch.on(topics.alarm_result(camera)))
+
+
+def result_of(message) -> AlarmResult:
+    return AlarmResult.parse(message.payload)
+
+
+def result_is(outcome: str):
+    return lambda message: result_of(message).result == outcome
+
+
+# A player that fails as aplay does on a machine without a sound card: a line on stderr, exit code 1.
+NO_SOUND_CARD = "aplay: main:831: audio open error: No such file or directory"
+FAILING_PLAYER = f"sh -c 'echo \"{NO_SOUND_CARD}\" >&2; exit 1' player"
+
+
+def test_a_player_that_fails_is_said_with_its_error_and_starts_no_cooldown(broker, collector, service):
+    camera = "alarm-fails"
+    watch = collector(topics.alarm_state(camera), topics.status(camera), topics.alarm_result(camera))
+    env = camera_settings(broker, camera, CAMERA_FPS="1", ALARM_PLAYER=FAILING_PLAYER, ALARM_COOLDOWN="60")
+    process = service("camera", env)
+    watch.wait_for(topics.status(camera), is_payload(b"online"))
+    for press in range(2):  # no sound was made, so no cooldown: the second press tries again
+        since = time.time()
+        watch.publish(topics.alarm_set(camera), b"ON")
+        failed = result_of(watch.wait_for(topics.alarm_result(camera), after_and(since, "player_failed")))
+        assert failed.error == f"sh exited with 1: {NO_SOUND_CARD}", press
+        assert failed.said() == f"the camera could not play the sound: sh exited with 1: {NO_SOUND_CARD}"
+    watch.wait_for(topics.alarm_state(camera), is_payload(b"OFF", after=since))
+    assert process.log.count(NO_SOUND_CARD) == 2
+    # Said again, retained, to whoever comes later.
+    late = collector(topics.alarm_result(camera))
+    assert result_of(late.wait_for(topics.alarm_result(camera))).result == "player_failed"
+
+
+def after_and(since: float, outcome: str):
+    return lambda message: message.at >= since and result_of(message).result == outcome
 
 
 def test_bad_alarm_commands_are_ignored_counted_and_logged_once(broker, collector, service, sound, players):

@@ -132,7 +132,13 @@ def login(broker: LocalBroker, who: str) -> str:
 # what the admin publishes where it reads reaches it.
 JOBS: dict[str, dict[str, list[str]]] = {
     "camera": {
-        "write": [topics.frame(OWN), topics.status(OWN), topics.info(OWN), topics.alarm_state(OWN)],
+        "write": [
+            topics.frame(OWN),
+            topics.status(OWN),
+            topics.info(OWN),
+            topics.alarm_state(OWN),
+            topics.alarm_result(OWN),
+        ],
         "read": [topics.alarm_set(OWN)],
     },
     "detector": {
@@ -167,7 +173,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
     },
     "notifier": {
         "write": [topics.alarm_set(OWN), topics.ARMED_STATE],
-        "read": [topics.event(OWN, "person"), topics.ARMED_SET, topics.ARMED_STATE],
+        "read": [topics.event(OWN, "person"), topics.alarm_result(OWN), topics.ARMED_SET, topics.ARMED_STATE],
     },
     "recorder": {
         "write": [topics.clip(OWN), topics.RECORDER_STATS, topics.service_status("recorder")],
@@ -184,6 +190,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.label_snapshot(OWN, "person"),
             topics.detect_state(OWN),
             topics.alarm_state(OWN),
+            topics.alarm_result(OWN),
             topics.ARMED_STATE,
             topics.DETECTOR_STATS,
         ],
@@ -201,6 +208,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.label_snapshot(OWN, "person"),
             topics.detect_state(OWN),
             topics.alarm_state(OWN),
+            topics.alarm_result(OWN),
             topics.ARMED_STATE,
             topics.DETECTOR_STATS,
             DISCOVERY,
@@ -233,6 +241,7 @@ FORBIDDEN = [
     ("camera", topics.ARMED_STATE, True),
     ("camera", topics.alarm_set(OWN), False),
     ("camera", topics.alarm_set(OTHER), False),
+    ("camera", topics.alarm_result(OTHER), True),
     ("camera", topics.DETECTOR_STATS, False),
     ("camera", DISCOVERY, True),
     # The detector: no camera status, no alarm, no commands, no arming. (Frames and info: see
@@ -240,6 +249,7 @@ FORBIDDEN = [
     ("detector", topics.status(OWN), True),
     ("detector", topics.alarm_set(OWN), False),
     ("detector", topics.alarm_state(OWN), True),
+    ("detector", topics.alarm_result(OWN), True),
     ("detector", topics.detect_set(OWN), False),
     ("detector", topics.ARMED_SET, False),
     ("detector", topics.ARMED_STATE, True),
@@ -253,6 +263,7 @@ FORBIDDEN = [
     ("notifier", topics.detect_state(OWN), True),
     ("notifier", topics.ARMED_SET, False),
     ("notifier", DISCOVERY, True),
+    ("notifier", topics.alarm_result(OWN), True),  # what a camera did is the camera's to say
     # The detector may not forge clip announcements (the relay would list a file it never recorded).
     ("detector", topics.clip(OWN), False),
     # The recorder: only its clips, stats and status; no events, frames, commands, arming or discovery.
@@ -273,6 +284,7 @@ FORBIDDEN = [
     ("web", topics.frame(OWN), False),
     ("web", topics.detect_state(OWN), True),
     ("web", topics.alarm_state(OWN), True),
+    ("web", topics.alarm_result(OWN), True),
     ("web", topics.ARMED_STATE, True),
     ("web", DISCOVERY, True),
     # Home Assistant: its controls and its own discovery prefix, nothing SentryCam's services say.
@@ -281,6 +293,7 @@ FORBIDDEN = [
     ("homeassistant", topics.frame(OWN), False),
     ("homeassistant", topics.detect_state(OWN), True),
     ("homeassistant", topics.ARMED_STATE, True),
+    ("homeassistant", topics.alarm_result(OWN), True),
 ]
 
 
@@ -519,7 +532,8 @@ def test_camera_users_get_their_acl_block_and_removal_drops_it(tmp_path: Path) -
     assert "CAMERA_ID=porch\nMQTT_USERNAME=cam-porch\nMQTT_PASSWORD=" in output
     assert (
         "user cam-porch\ntopic write cam/porch/frame\ntopic write cam/porch/status\n"
-        "topic write cam/porch/info\ntopic write cam/porch/alarm/state\ntopic read cam/porch/alarm/set\n"
+        "topic write cam/porch/info\ntopic write cam/porch/alarm/state\ntopic write cam/porch/alarm/result\n"
+        "topic read cam/porch/alarm/set\n"
     ) in acl.read_text()
     assert "cam-porch:" in (tmp_path / "passwd").read_text()
     services = subprocess.run(

@@ -79,9 +79,12 @@ def test_waits_for_a_broker_that_is_not_up_yet(own_broker, collector, service):
     time.sleep(3)
     assert process.process.poll() is None, process.log
     own_broker.start()
-    watch = collector(topics.frame(camera), topics.status(camera), on=own_broker)
+    watch = collector(topics.frame(camera), topics.status(camera), topics.info(camera), on=own_broker)
     watch.wait_for(topics.frame(camera), timeout=15)
     assert watch.wait_for(topics.status(camera)).payload == b"online"
+    # Frames flowed before the broker was there: the size is said all the same (it was once null).
+    info = CameraInfo.parse(watch.wait_for(topics.info(camera), info_is("streaming")).payload)
+    assert (info.width, info.height) == (768, 432)
     assert process.process.poll() is None
 
 

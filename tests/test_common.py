@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,12 +20,17 @@ import pytest
 from pydantic import Field, SecretStr, ValidationError
 
 from scripts.localbroker import LocalBroker
+from services.camera.settings import CameraSettings
 from services.common import schemas, topics
 from services.common.acks import PendingAck, Redeliver
 from services.common.jpeg import check_jpeg, check_snapshot, jpeg_size
 from services.common.logs import RateLimitedLog
 from services.common.mqtt import MqttClient, Route
 from services.common.settings import ServiceSettings, describe_error
+from services.detector.settings import DetectorSettings
+from services.notifier.settings import NotifierSettings
+from services.recorder.settings import RecorderSettings
+from services.web.settings import WebSettings
 from tests.support import (
     PERSON_VIDEO,
     REPO_ROOT,
@@ -519,3 +525,39 @@ def test_a_jpeg_bomb_is_refused_before_it_is_decoded() -> None:
         with pytest.raises(schemas.BadPayload):
             jpeg_size(bad)
     assert check_snapshot(real) == (768, 432)
+
+
+def test_every_path_setting_is_absolute_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolved once at start, in the settings, for every service: a relative WEB_DATA_DIR (as
+    .env.example writes it) once made Flask look for snapshots under the app's folder."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("labels.txt", "ca.pem", "siren.wav"):
+        (tmp_path / name).write_text("x")
+    found = {
+        "web": WebSettings(_env_file=None, web_record_dir="rec", web_password="long enough password"),
+        "recorder": RecorderSettings(_env_file=None),
+        "notifier": NotifierSettings(_env_file=None, smtp_ca_file="ca.pem"),
+        "detector": DetectorSettings(
+            _env_file=None, detector_model="m.tflite", detector_labels="labels.txt", mqtt_ca_file="ca.pem"
+        ),
+        "camera": CameraSettings(_env_file=None, camera_source="0", alarm_sound="siren.wav"),
+    }
+    paths = {
+        f"{service}.{name}": value
+        for service, settings in found.items()
+        for name, value in settings.model_dump().items()
+        if isinstance(value, Path)
+    }
+    assert paths == {
+        "web.web_data_dir": tmp_path / "data" / "web",
+        "web.web_record_dir": tmp_path / "rec",
+        "recorder.record_dir": tmp_path / "data" / "recordings",
+        "notifier.notify_data_dir": tmp_path / "data",
+        "notifier.smtp_ca_file": tmp_path / "ca.pem",
+        "detector.detector_model": tmp_path / "m.tflite",
+        "detector.detector_labels": tmp_path / "labels.txt",
+        "detector.mqtt_ca_file": tmp_path / "ca.pem",
+        "camera.alarm_sound": tmp_path / "siren.wav",
+    }

@@ -21,6 +21,7 @@ import pytest
 from scripts import fetch_model
 from services.common import schemas
 from services.common.mqtt import MqttClient
+from services.common.scores import percent
 from services.common.service import create_handler
 from services.detector import decode, events
 from services.detector import model as model_module
@@ -235,6 +236,24 @@ def test_a_snapshot_too_big_for_the_event_message_is_left_out_of_it(caplog: pyte
     assert (message.type, message.snapshot) == ("start", None)
     assert len(published["cam/big/person/snapshot"]) > schemas.MAX_SNAPSHOT_BYTES
     assert "snapshot of" in caplog.text and "is too big for the event message; sent without it" in caplog.text
+
+
+def test_the_snapshot_labels_the_events_box_with_the_events_score() -> None:
+    """The score the page and the email say (the event's top_score), said the same way; a trial found the
+    label printing the frame's raw score (0.77) next to a page saying 73 %."""
+    person = Detection("person", 0.77, (0.1, 0.1, 0.5, 0.9))
+    other = Detection("person", 0.552, (0.6, 0.1, 0.9, 0.9))
+    opened = OpenEvent("label-1-person", 1.0, 0.725, 0.725, person, [], 1.0, 1.0, 1.0)
+    client = RecordingClient()
+    change = Change("start", "person", opened, 1.0, [person, other])
+    image = np.zeros((90, 160, 3), np.uint8)
+    events.publish_change(cast(MqttClient, client), logging.getLogger("test"), "label", change, image)
+    message = schemas.DetectionEvent.parse(dict(client.published)["cam/label/person"])
+    assert percent(message.top_score) == "73 %"
+    assert events.box_label(person, person, message.top_score) == "person 73 %"
+    assert events.box_label(other, person, message.top_score) == "person 55 %"
+    # The detector's label and the relay's page say one score one way: half up, as the browser rounds.
+    assert [percent(score) for score in (0.625, 0.005, 0.0, 1.0)] == ["63 %", "1 %", "0 %", "100 %"]
 
 
 # ---- confirmation on the real footage

@@ -82,6 +82,7 @@ PLATFORMS: dict[str, dict[str, Any]] = {
             "payload_off": str,
             "support_duration": bool,
             "support_volume_set": bool,
+            "json_attributes_topic": str,  # Home Assistant's MQTT siren takes it (the alarm's result)
         },
     },
     "switch": {
@@ -101,7 +102,7 @@ PLATFORMS: dict[str, dict[str, Any]] = {
     },
 }
 DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version", "hw_version", "via_device"}
-TOPIC_KEYS = {"topic", "image_topic", "state_topic", "command_topic"}
+TOPIC_KEYS = {"topic", "image_topic", "state_topic", "command_topic", "json_attributes_topic"}
 
 
 def expand(config: dict[str, Any], table: dict[str, str]) -> dict[str, Any]:
@@ -307,6 +308,14 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
             assert occupancy
             for config in occupancy:
                 assert followed.wait_for(config["state_topic"]).payload in {b"ON", b"OFF"}
+            # The siren's attributes: what the camera did with the last alarm command.
+            (siren,) = [c for c in configs.values() if "support_duration" in c]
+            result = schemas.AlarmResult(
+                camera=camera, result="cooling_down", cooldown_left_s=18.0, at=time.time()
+            )
+            camera_side.publish(siren["json_attributes_topic"], result.to_json(), retain=True)
+            attributes = json.loads(followed.wait_for(siren["json_attributes_topic"]).payload)
+            assert (attributes["result"], attributes["cooldown_left_s"]) == ("cooling_down", 18.0)
         finally:
             followed.close()
 
@@ -331,7 +340,11 @@ def test_a_home_assistant_like_subscriber_finds_the_camera_and_follows_its_entit
             m.topic for m in home_assistant.discovery.messages if f"/sentrycam_{not_served}/" in m.topic
         ]
     finally:
-        for retained in (topics.label_state(camera, "person"), topics.label_snapshot(camera, "person")):
+        for retained in (
+            topics.label_state(camera, "person"),
+            topics.label_snapshot(camera, "person"),
+            topics.alarm_result(camera),
+        ):
             admin.publish(retained, b"", retain=True)  # the detector's topics: no camera may clear them
         camera_side.close()
         admin.close()

@@ -7,20 +7,31 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
 from tests.camera_support import camera_settings
 from tests.detector_support import detector_env, short_person_clip, wait_online
-from tests.support import REPO_ROOT, Collector, ServiceProcess, relay_mqtt_env
+from tests.support import (
+    REPO_ROOT,
+    Collector,
+    ServiceProcess,
+    detection_event,
+    footage_frames,
+    relay_mqtt_env,
+)
+from tests.test_alarm import FAILING_PLAYER, NO_SOUND_CARD, PLAYER
 from tests.web_support import PASSWORD, USERNAME, browser_log_in
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 def start_relay(
-    broker: LocalBroker, service: Callable[[str, dict[str, str]], ServiceProcess], data_dir: Path
+    broker: LocalBroker,
+    service: Callable[[str, dict[str, str]], ServiceProcess],
+    data_dir: Path,
+    **extra: str,
 ) -> str:
     port = free_port()
     relay = service(
@@ -32,6 +43,7 @@ def start_relay(
             "WEB_PORT": str(port),
             "WEB_HOST": "127.0.0.1",
             "WEB_DATA_DIR": str(data_dir),
+            **extra,
         },
     )
     relay.wait_for_log("serving on")
@@ -140,3 +152,93 @@ def test_browser_sees_live_pictures_new_events_and_controls(
         context.close()
         publisher.publish(topics.ARMED_STATE, topics.ON, retain=True)
         publisher.close()
+
+
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=412, height=915)
+
+
+def test_what_a_new_users_trial_found_is_right_at_desktop_and_phone_sizes(
+    broker: LocalBroker,
+    service: Callable[[str, dict[str, str]], ServiceProcess],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """Issue 14, with the real relay and cameras: WEB_DATA_DIR as .env.example writes it (relative: every
+    snapshot and thumbnail answered 500), the score said one way (0.625: 63 %, as the email says it), the
+    frame size the camera reports (it was null), and what became of "Sound alarm" (cooling down, a player
+    that fails) next to the button."""
+    cool, failing = "trial-cool", "trial-fails"
+    # The relay works in tmp_path (ServiceProcess), so data/web is tmp_path/data/web.
+    base = start_relay(broker, service, tmp_path / "data" / "web", WEB_DATA_DIR="data/web")
+    service(
+        "camera",
+        camera_settings(
+            broker, cool, CAMERA_FPS="1", ALARM_PLAYER=PLAYER, ALARM_DURATION="1", ALARM_COOLDOWN="300"
+        ),
+    )
+    service("camera", camera_settings(broker, failing, CAMERA_FPS="1", ALARM_PLAYER=FAILING_PLAYER))
+    event_id = f"{cool}-1-person"
+    publisher = Collector(broker)
+    try:
+        for size, first in ((DESKTOP, True), (PHONE, False)):
+            context = browser.new_context(viewport=size)
+            try:
+                page = context.new_page()
+                browser_log_in(page, base)
+                if first:  # once the relay lists the camera, it has subscribed: the event reaches it
+                    expect(page.locator(f'.camera[data-camera="{cool}"]')).to_be_visible()
+                    publisher.publish(
+                        topics.event(cool, "person"),
+                        detection_event(cool, event_id, footage_frames()[0], score=0.625),
+                    )
+                check_trial_pages(page, base, event_id)
+                check_alarm_feedback(page, cool, failing, pressed_before=not first)
+            finally:
+                context.close()
+    finally:
+        publisher.close()
+
+
+def check_trial_pages(page: Page, base: str, event_id: str) -> None:
+    page.goto(f"{base}/events")
+    row = page.locator(f'li.event[data-event="{event_id}"]')
+    expect(row.locator(".score")).to_have_text("63 %")  # (a phone's layout hides it, the text is the same)
+    page.wait_for_function(
+        "() => { const img = document.querySelector('li.event img');"
+        " return img !== null && img.complete && img.naturalWidth > 0; }",
+        timeout=10_000,
+    )
+    page.goto(f"{base}/events/{event_id}")
+    expect(page.locator("dd.score")).to_have_text("63 %")
+    page.wait_for_function(
+        "() => { const img = document.querySelector('img.snapshot');"
+        " return img !== null && img.complete && img.naturalWidth > 0; }",
+        timeout=10_000,
+    )
+    page.goto(f"{base}/")
+
+
+def check_alarm_feedback(page: Page, cool: str, failing: str, *, pressed_before: bool) -> None:
+    cool_card = page.locator(f'.camera[data-camera="{cool}"]')
+    failing_card = page.locator(f'.camera[data-camera="{failing}"]')
+    expect(cool_card.locator(".size")).to_have_text("768\u00d7432")
+    for card, said in (
+        (cool_card, re.compile(r"^cooling down, \d+ s$")),
+        (failing_card, f"the camera could not play the sound: sh exited with 1: {NO_SOUND_CARD}"),
+    ):
+        button, shown = card.locator("button.alarm"), card.locator(".alarm-result")
+        expect(shown).to_be_hidden()  # nothing said before a press
+        if card is cool_card and not pressed_before:
+            # The first press sounds (one second); the second, within the cooldown, is refused.
+            expect(button).to_have_text("Sound alarm")
+            button.click()
+            expect(shown).to_have_text("sounding")
+            expect(button).to_have_text("Stop alarm")
+            expect(button).to_have_text("Sound alarm", timeout=10_000)
+        expect(button).to_have_text("Sound alarm")
+        button.click()
+        expect(shown).to_have_text(said)
+        box, viewport = shown.bounding_box(), page.viewport_size
+        assert box is not None and viewport is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]  # on the screen, also a phone's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import http.client
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scripts.localbroker import LocalBroker, free_port
-from services.common import topics
+from services.common import schemas, topics
 from tests.support import (
     Collector,
     ServiceProcess,
@@ -24,7 +25,7 @@ from tests.support import (
     relay_mqtt_env,
     wait_until,
 )
-from tests.web_support import PASSWORD, log_in, running_relay
+from tests.web_support import PASSWORD, USERNAME, http_session, log_in, running_relay
 
 Service = Callable[..., ServiceProcess]
 
@@ -229,3 +230,82 @@ def test_the_data_dir_is_the_owners_only(broker: LocalBroker, tmp_path: Path) ->
 def private_modes(data_dir: Path) -> dict[Path, int]:
     """The permission bits of the data directory and everything in it."""
     return {path: stat.S_IMODE(path.stat().st_mode) for path in [data_dir, *data_dir.rglob("*")]}
+
+
+def test_a_relative_data_dir_serves_snapshots_and_thumbnails(
+    broker: LocalBroker, service: Service, tmp_path: Path
+) -> None:
+    """The trial: .env.example copied to .env says WEB_DATA_DIR=data/web. The relay works in tmp_path,
+    not in its own folder; every snapshot and thumbnail answered 500 (Flask's send_file took the relative
+    path as relative to the app's folder, the existence check as relative to the working directory)."""
+    camera = "web-relative"
+    event_id = f"{camera}-1-person"
+    env = relay_env(broker, tmp_path, WEB_DATA_DIR="data/web", WEB_USERNAME=USERNAME)
+    relay = service("web", env)
+    port = int(env["WEB_PORT"])
+    relay.wait_for_log("serving on")
+    publisher = Collector(broker)
+    try:
+        cookie = http_session(port)
+
+        def stored() -> bool:
+            # Sent again until stored: the relay may not have subscribed yet (the store takes an id once).
+            publisher.publish(
+                topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[0])
+            )
+            return http_get(port, f"/events/{event_id}", cookie)[0] == 200
+
+        wait_until(stored, what="the event stored")
+        for picture in ("snapshot.jpg", "thumb.jpg"):
+            status, body = http_get(port, f"/events/{event_id}/{picture}", cookie)
+            assert status == 200, (picture, status, relay.log)
+            assert body.startswith(b"\xff\xd8"), picture
+        assert (tmp_path / "data" / "web" / "events.sqlite3").is_file()
+        assert str(tmp_path / "data" / "web") in relay.log  # said as the absolute path it is
+    finally:
+        publisher.close()
+    assert relay.stop() == 0
+
+
+def http_get(port: int, path: str, cookie: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Cookie": cookie})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_an_alarm_result_reaches_the_camera_and_a_bad_one_is_counted(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    camera = "web-alarm-result"
+    publisher = Collector(broker)
+    try:
+        with running_relay(broker, tmp_path / "web") as (relay, app):
+            client = app.test_client()
+            assert log_in(client)[0] == 302
+            publisher.publish(topics.status(camera), topics.ONLINE)
+            wait_until(lambda: client.get(f"/api/cameras/{camera}").status_code == 200, what="camera shown")
+            topic = topics.alarm_result(camera)
+            other = schemas.AlarmResult(camera="someone-else", result="stopped", at=1.0).to_json()
+            too_long = b'{"camera": "%s", "result": "player_failed", "at": 1, "error": "%s"}' % (
+                camera.encode(),
+                b"e" * 257,
+            )
+            for bad in (
+                b"junk",
+                other,
+                too_long,
+                b'{"camera": "%s", "result": "loud", "at": 1}' % camera.encode(),
+            ):
+                publisher.publish(topic, bad)
+            good = schemas.AlarmResult(camera=camera, result="cooling_down", cooldown_left_s=17.2, at=2.0)
+            publisher.publish(topic, good.to_json())
+            shown = wait_until(lambda: client.get(f"/api/cameras/{camera}").get_json()["alarm_result"])
+            assert shown["said"] == "cooling down, 18 s"
+            assert (shown["result"], shown["cooldown_left_s"], shown["at"]) == ("cooling_down", 17.2, 2.0)
+            assert relay.bad_payloads == 4
+    finally:
+        publisher.close()

@@ -111,6 +111,18 @@ def http_login_form(port: int) -> tuple[str, str]:
 
 def http_login(port: int, cookie: str, token: str, password: str) -> int:
     """POST the login form over HTTP; the answer's status."""
+    return post_login(port, cookie, token, password)[0]
+
+
+def http_session(port: int) -> str:
+    """A signed-in session over real HTTP: its cookie (``name=value``)."""
+    status, cookie = post_login(port, *http_login_form(port), PASSWORD)
+    assert status == 302 and cookie.startswith("sentrycam_session="), (status, cookie)
+    return cookie
+
+
+def post_login(port: int, cookie: str, token: str, password: str) -> tuple[int, str]:
+    """POST the login form over HTTP; the answer's status and the session cookie it sets, if any."""
     body = urllib.parse.urlencode({"username": USERNAME, "password": password, "csrf_token": token})
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -122,7 +134,7 @@ def http_login(port: int, cookie: str, token: str, password: str) -> int:
         )
         response = connection.getresponse()
         response.read()
-        return response.status
+        return response.status, (response.getheader("Set-Cookie") or "").split(";", 1)[0]
     finally:
         connection.close()
 

@@ -27,6 +27,8 @@ from services.common.mqtt import MqttClient, Route
 from services.common.schemas import (
     MAX_FRAME_BYTES,
     AlarmCommand,
+    AlarmOutcome,
+    AlarmResult,
     BadPayload,
     CameraInfo,
     FrameMeta,
@@ -37,12 +39,20 @@ from services.common.service import Presence, ServiceHandler
 
 def resize_to_width(image: Image, width: int | None) -> Image:
     """Scale to ``width`` keeping the aspect ratio; ``None`` or the same width leaves it as it is."""
+    size = published_size(image, width)
+    current = image.shape[1]
+    if size[0] == current:
+        return image
+    interpolation = cv2.INTER_AREA if size[0] < current else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def published_size(image: Image, width: int | None) -> tuple[int, int]:
+    """(width, height) of the frame ``resize_to_width`` makes, without making it."""
     height, current = image.shape[:2]
     if width is None or width == current:
-        return image
-    new_height = max(1, round(height * width / current))
-    interpolation = cv2.INTER_AREA if width < current else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, new_height), interpolation=interpolation)
+        return current, height
+    return width, max(1, round(height * width / current))
 
 
 def encode_jpeg(image: Image, quality: int) -> bytes:
@@ -78,6 +88,7 @@ class Camera(ServiceHandler[CameraSettings]):
         self._slow_log = RateLimitedLog(logger)
         self._unsent: deque[tuple[float, mqtt.MQTTMessageInfo]] = deque()
         self._alarm_on = False
+        self._alarm_result: AlarmResult | None = None
         self._alarm_lock = threading.Lock()
         self.alarm = Alarm(
             settings.player_argv,
@@ -85,6 +96,7 @@ class Camera(ServiceHandler[CameraSettings]):
             default_duration_s=settings.alarm_duration,
             cooldown_s=settings.alarm_cooldown,
             on_state=self._publish_alarm_state,
+            on_result=self._publish_alarm_result,
             logger=logger.getChild("alarm"),
         )
 
@@ -126,6 +138,28 @@ class Camera(ServiceHandler[CameraSettings]):
                 self._alarm_on = sounding
             self.client.publish(topics.alarm_state(self._id), on_off(self._alarm_on), qos=1, retain=True)
 
+    def _publish_alarm_result(
+        self,
+        outcome: AlarmOutcome | None = None,
+        cooldown_left_s: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Say what became of the last alarm command (retained), or (None) say it again. On a topic of its
+        own: ``alarm/state`` stays the ON/OFF that Home Assistant's siren reads."""
+        with self._alarm_lock:
+            if outcome is not None:
+                self._alarm_result = AlarmResult(
+                    camera=self._id,
+                    result=outcome,
+                    cooldown_left_s=cooldown_left_s,
+                    error=error,
+                    at=time.time(),
+                )
+            if self._alarm_result is not None:
+                self.client.publish(
+                    topics.alarm_result(self._id), self._alarm_result.to_json(), qos=1, retain=True
+                )
+
     def _set_info(self, state: str, error: str | None = None) -> None:
         width, height = self._size or (None, None)
         info = CameraInfo.model_validate(
@@ -156,6 +190,7 @@ class Camera(ServiceHandler[CameraSettings]):
         """Retained state is said again on every connect: a broker without persistence forgets it."""
         self._publish_info()
         self._publish_alarm_state()
+        self._publish_alarm_result()
 
     # ---- capture side
 
@@ -189,15 +224,17 @@ class Camera(ServiceHandler[CameraSettings]):
 
     def _stream(self, stop: threading.Event) -> None:
         due = time.monotonic()
-        announced = False
+        announced: tuple[int, int] | None = None  # the frame size info last said
         while not stop.is_set():
             capture = self._source.next_frame(due, stop)
             if capture is None:
                 return
             self._publish_frame(capture)
-            if not announced:
+            # Said once the size is known, and again if the source changes it: a camera that started
+            # before the broker was up once said "streaming" with a null size for good.
+            if self._size != announced:
                 self._set_info("streaming")
-                announced = True
+                announced = self._size
             # Keep to the schedule; after a stall, start a new one instead of bursting to catch up.
             due = max(due + self._interval_s, time.monotonic() - self._interval_s / 2)
 
@@ -215,6 +252,7 @@ class Camera(ServiceHandler[CameraSettings]):
         return len(self._unsent) < MAX_UNSENT_FRAMES
 
     def _publish_frame(self, capture: Capture) -> None:
+        self._size = published_size(capture.image, self.settings.camera_width)
         if not self.client.connected.is_set():
             return  # nobody to send it to: not worth an encode (the MQTT client logs the lost broker)
         if not self._network_keeps_up():
@@ -225,7 +263,6 @@ class Camera(ServiceHandler[CameraSettings]):
             return
         image = resize_to_width(capture.image, self.settings.camera_width)
         height, width = image.shape[:2]
-        self._size = (width, height)
         meta = FrameMeta(captured_ms=capture.captured_ms, seq=self._seq, width=width, height=height)
         jpeg = encode_jpeg(image, self.settings.camera_jpeg_quality)
         if len(jpeg) > MAX_FRAME_BYTES:

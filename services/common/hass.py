@@ -131,6 +131,8 @@ def camera_entities(info: schemas.CameraInfo, labels: Iterable[str]) -> list[Ent
             device,
             command_topic=topics.alarm_set(cam),
             state_topic=topics.alarm_state(cam),
+            # What became of the last command (result, cooldown_left_s, error, at) as the siren's attributes.
+            json_attributes_topic=topics.alarm_result(cam),
             support_duration=True,
             support_volume_set=False,
             **on_off,

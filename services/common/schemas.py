@@ -10,6 +10,7 @@ import base64
 import binascii
 import builtins
 import json
+import math
 from typing import Annotated, Literal, Self
 
 from paho.mqtt.packettypes import PacketTypes
@@ -196,6 +197,33 @@ class AlarmCommand(Message):
         if stripped[:1] == b"{":
             return super().parse(stripped)
         return cls(state="ON" if parse_on_off(stripped) else "OFF")
+
+
+AlarmOutcome = Literal["sounding", "already_sounding", "cooling_down", "player_failed", "stopped"]
+
+
+class AlarmResult(Message):
+    """Retained on ``cam/<id>/alarm/result``: what the camera did with the last alarm command, so that the
+    one who sent it sees why nothing sounds (``alarm/state`` stays the bare ON/OFF a siren takes)."""
+
+    camera: CameraId
+    result: AlarmOutcome
+    cooldown_left_s: float | None = Field(None, ge=0, le=3600, description="With cooling_down.")
+    error: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="With player_failed.")
+    at: EpochSeconds
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def shortened_when_built(cls, value: object, info: ValidationInfo) -> object:
+        return CameraInfo.shortened_when_built(value, info)
+
+    def said(self) -> str:
+        """In words, as the web page says it: ``cooling down, 18 s``."""
+        if self.result == "cooling_down":
+            return f"cooling down, {math.ceil(self.cooldown_left_s or 0)} s"
+        if self.result == "player_failed":
+            return f"the camera could not play the sound: {self.error or 'unknown error'}"
+        return self.result.replace("_", " ")
 
 
 Box = tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]

@@ -6,6 +6,7 @@ and one line naming the setting, so a typo in ``.env`` is found at boot and not 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXIT_BAD_SETTINGS = 2
 
-# A setting whose name has one of these words is never echoed in an error line (logs are often shared).
-SECRET_WORDS = ("password", "secret", "key")
+# A setting whose name has one of these words is never echoed in an error line (logs are often shared);
+# "urls": the notifier's push URLs carry tokens (NOTIFY_URLS, NOTIFY_URLS_FILE).
+SECRET_WORDS = ("password", "secret", "key", "urls")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 URL_PASSWORD_RE = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
@@ -34,12 +36,27 @@ def split_comma_list(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_comma_list)]
 
 
+def absolute(value: Path) -> Path:
+    """A path made absolute against the working directory at start, once: Flask's ``send_file`` takes a
+    relative path as relative to the app's folder, ``Path.exists`` as relative to the working directory,
+    and a relative WEB_DATA_DIR once made every snapshot answer 500. No symlink is followed."""
+    return Path(os.path.abspath(value.expanduser()))
+
+
+def absolute_or_none(value: Path | None) -> Path | None:
+    return None if value is None else absolute(value)
+
+
 def existing_file(value: Path | None) -> Path | None:
     if value is not None and not value.is_file():
         raise ValueError(f"no such file: {value}")
-    return value
+    return absolute_or_none(value)
 
 
+# Every path setting is one of these: relative means relative to the working directory, everywhere. A field
+# with a default other than None also needs ``validate_default=True`` (pydantic leaves defaults alone).
+AbsolutePath = Annotated[Path, AfterValidator(absolute)]
+OptionalPath = Annotated[Path | None, AfterValidator(absolute_or_none)]
 # An optional file setting: a path that is not a file stops the service at start.
 OptionalFile = Annotated[Path | None, AfterValidator(existing_file)]
 

@@ -25,6 +25,7 @@ ALL_INFO = "cam/+/info"
 ALL_CLIPS = "cam/+/clip"
 ALL_DETECT_SET = "cam/+/detect/set"
 ALL_DETECT_STATE = "cam/+/detect/state"
+ALL_ALARM_RESULTS = "cam/+/alarm/result"  # overlaps neither of the two below
 # Every cam/<id>/<level> message (frames, status, info and every label's events) in one filter, and every
 # cam/<id>/<level>/state: a consumer of all of them avoids overlapping filters, for which the broker would
 # deliver each frame twice.
@@ -76,6 +77,10 @@ def alarm_set(camera_id: str) -> str:
 
 def alarm_state(camera_id: str) -> str:
     return _cam(camera_id, "alarm", "state")
+
+
+def alarm_result(camera_id: str) -> str:
+    return _cam(camera_id, "alarm", "result")
 
 
 def detect_set(camera_id: str) -> str:

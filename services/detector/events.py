@@ -11,12 +11,20 @@ import cv2
 
 from services.common import schemas, topics
 from services.common.mqtt import MqttClient
+from services.common.scores import percent
 from services.detector.const import BOX_COLOUR_BGR, SNAPSHOT_JPEG_QUALITY
 from services.detector.model import Detection, Image
 from services.detector.tracker import Change
 
 
-def annotate(image: Image, detections: list[Detection]) -> bytes:
+def box_label(detection: Detection, event: Detection, event_score: float) -> str:
+    """``person 73 %``. The event's own box says the event's score (its ``top_score``, as the pages and the
+    email say it), not this frame's raw score; other boxes of the label their own."""
+    score = event_score if detection is event else detection.score
+    return f"{detection.label} {percent(score)}"
+
+
+def annotate(image: Image, detections: list[Detection], event: Detection, event_score: float) -> bytes:
     """The image with each detection's box and label drawn, as JPEG."""
     drawn = image.copy()
     height, width = drawn.shape[:2]
@@ -25,10 +33,9 @@ def annotate(image: Image, detections: list[Detection]) -> bytes:
         x0, y0, x1, y1 = detection.box
         top_left = (int(x0 * width), int(y0 * height))
         cv2.rectangle(drawn, top_left, (int(x1 * width), int(y1 * height)), BOX_COLOUR_BGR, thickness)
-        text = f"{detection.label} {detection.score:.2f}"
         cv2.putText(
             drawn,
-            text,
+            box_label(detection, event, event_score),
             (top_left[0] + 3, max(top_left[1] - 6, 14)),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.5 * thickness / 2,
@@ -81,7 +88,11 @@ def publish_change(
 ) -> None:
     """The event message; with a snapshot (also retained on its own topic) when the change has boxes to
     draw; the label's retained state on start and end."""
-    snapshot = annotate(image, change.detections) if image is not None and change.detections else None
+    snapshot = None
+    if image is not None and change.detections:
+        snapshot = annotate(
+            image, change.detections, change.event.detection, round(change.event.top_score, 4)
+        )
     carried = snapshot
     if snapshot is not None and len(snapshot) > schemas.MAX_SNAPSHOT_BYTES:
         # The event must fit the broker's message limit: it goes out without the picture instead.

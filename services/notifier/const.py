@@ -30,3 +30,12 @@ DATA_DIR_MODE = 0o700
 DATA_FILE_MODE = 0o600
 # The outbox state key of the arming state.
 ARMED_KEY = "armed"
+# Apprise's timeouts for a push channel (its defaults are 4 s each): a refused or silent server is found
+# soon, and retried with backoff from the outbox. Each channel sends on its own thread, so a slow one never
+# holds up another. A URL may set its own with ?cto= and ?rto=.
+PUSH_CONNECT_TIMEOUT_S = 3.0
+PUSH_READ_TIMEOUT_S = 10.0
+# The outbox channel of email.
+EMAIL_CHANNEL = "email"
+# The longest one push send takes with our timeouts: how long a stop waits for a send under way.
+PUSH_SEND_MAX_S = PUSH_CONNECT_TIMEOUT_S + PUSH_READ_TIMEOUT_S

@@ -21,11 +21,13 @@ from services.notifier.const import (
     BAD_INPUT_LOG_INTERVAL_S,
     CLIENT_ID,
     PERSON,
+    PUSH_SEND_MAX_S,
     SERVICE,
     SESSION_EXPIRY_S,
 )
 from services.notifier.outbox import open_outbox, redelivered_unless_stored
-from services.notifier.sender import Sender
+from services.notifier.push import Pusher, push_channels
+from services.notifier.sender import EmailTransport, Sender, Transport
 from services.notifier.settings import NotifierSettings, QuietRange
 
 
@@ -49,8 +51,10 @@ def checked_snapshot(event: schemas.DetectionEvent) -> bytes | None:
 
 class Notifier(ServiceHandler[NotifierSettings]):
     """The event and arming handlers run on paho's network thread and store each message in the outbox
-    before it is acknowledged. A sender thread (only with email on) drains the outbox, and a short-lived
-    thread arms by default once connected when no state is known. The main thread only waits for the stop.
+    before it is acknowledged: the alert policy is decided once per event, then one row per channel. A
+    sender thread per channel (email when SMTP_HOST is set, each NOTIFY_URLS entry) drains that channel's
+    rows, and a short-lived thread arms by default once connected when no state is known. The main thread
+    only waits for the stop.
 
     Events are judged by the arming state in force when they were detected (the arming history), so an
     event that waited in the broker, or reached it late, is handled as it would have been on time.
@@ -66,8 +70,12 @@ class Notifier(ServiceHandler[NotifierSettings]):
         super().__init__(settings, client, logger)
         self._outbox = open_outbox(settings.notify_data_dir, logger)
         self._stop = threading.Event()
-        # None: email is off (alerts left pending by an earlier run stay for a run with email).
-        self._sender = self._make_sender() if settings.email_enabled else None
+        # No email transport: email is off (alerts left pending by an earlier run stay for a run with email).
+        self._transports = self._make_transports()
+        self._channels = [transport.key for transport in self._transports]
+        self._senders = [
+            Sender(settings, self._outbox, transport, logger, self._stop) for transport in self._transports
+        ]
         self._quiet_hours = settings.quiet_hours
         self._bad_log = RateLimitedLog(logger, BAD_INPUT_LOG_INTERVAL_S)
         self.bad_input = 0
@@ -77,12 +85,17 @@ class Notifier(ServiceHandler[NotifierSettings]):
         self._last_alert = self._outbox.last_alert_times()
         self._threads: list[threading.Thread] = []
 
-    def _make_sender(self) -> Sender:
-        try:
-            return Sender(self.settings, self._outbox, self.logger, self._stop)
-        except ssl.SSLError as error:
-            ca_file = self.settings.smtp_ca_file
-            raise StartupError("SMTP_CA_FILE", f"not a CA certificate: {error}", ca_file) from error
+    def _make_transports(self) -> list[Transport]:
+        transports: list[Transport] = []
+        if self.settings.email_enabled:
+            try:
+                transports.append(EmailTransport(self.settings, self.logger))
+            except ssl.SSLError as error:
+                ca_file = self.settings.smtp_ca_file
+                raise StartupError("SMTP_CA_FILE", f"not a CA certificate: {error}", ca_file) from error
+        base_url = self.settings.web_base_url
+        transports += [Pusher(channel, base_url) for channel in push_channels(self.settings)]
+        return transports
 
     def routes(self) -> Mapping[str, Route]:
         events = {
@@ -92,23 +105,30 @@ class Notifier(ServiceHandler[NotifierSettings]):
             **events,
             topics.ARMED_SET: Route(self._arming.on_set, qos=1),
             topics.ARMED_STATE: Route(self._arming.on_state, qos=1),
+            topics.ALL_ALARM_RESULTS: Route(self._on_alarm_result, qos=1),
         }
 
     def start(self) -> None:
-        if self._sender is None:
-            self.logger.warning("email is off: SMTP_HOST is not set (see docs/notifier.md to set it up)")
+        if not self.settings.email_enabled:
+            log = self.logger.info if self._senders else self.logger.warning
+            log("email is off: SMTP_HOST is not set (see docs/notifier.md to set it up)")
+        removed = self._outbox.expire_channels_except(self._channels, "its URL is no longer in NOTIFY_URLS")
+        if removed:
+            self.logger.warning("gave up %d unsent push alerts of channels no longer set up", removed)
         pruned = self._outbox.prune(time.time())
         if pruned:
             self.logger.info("removed %d old alerts from the outbox", pruned)
         self._arming.prune()
         self._run_thread(lambda: self._arming.arm_by_default(self._stop), "default-arming")
-        if self._sender is not None:
-            self._run_thread(self._sender.run, "sender")
+        for sender, transport in zip(self._senders, self._transports, strict=True):
+            self._run_thread(sender.run, f"sender-{transport.key}")
         pending = self._outbox.counts().get("pending", 0)
+        pushes = [transport.to.removeprefix(" to ") for transport in self._transports if transport.to]
         self.logger.info(
-            "watching %s; email %s; %d unsent alerts in the outbox",
+            "watching %s; email %s; push channels: %s; %d unsent alerts in the outbox",
             ", ".join(self.settings.notify_objects),
-            f"to {len(self.settings.email_to)} recipients" if self._sender else "off",
+            f"to {len(self.settings.email_to)} recipients" if self.settings.email_enabled else "off",
+            ", ".join(pushes) or "off",
             pending,
         )
 
@@ -119,10 +139,12 @@ class Notifier(ServiceHandler[NotifierSettings]):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._sender is not None:
-            self._sender.wake()
+        for sender in self._senders:
+            sender.wake()
+        # A send under way is waited for (its timeouts bound it), so that it is recorded as sent.
+        deadline = time.monotonic() + max(self.settings.smtp_timeout, PUSH_SEND_MAX_S) + 5
         for thread in self._threads:
-            thread.join(timeout=self.settings.smtp_timeout + 5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self._outbox.close()
@@ -172,6 +194,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
                 snapshot=snapshot,
                 status="suppressed" if reason else "pending",
                 reason=reason,
+                channels=self._channels,
                 now=time.time(),
             )
         if not stored:
@@ -179,19 +202,19 @@ class Notifier(ServiceHandler[NotifierSettings]):
             return
         if reason:
             self.logger.info(
-                "%s on %s (%s): recorded, not emailed: %s", event.label, event.camera, event.event_id, reason
+                "%s on %s (%s): recorded, not alerted: %s", event.label, event.camera, event.event_id, reason
             )
         else:
             self._last_alert[event.camera] = event.started_at
             self.logger.info("%s on %s (%s): alert queued", event.label, event.camera, event.event_id)
-            if self._sender is not None:
-                self._sender.wake()
+            for sender in self._senders:
+                sender.wake()
         if armed_then and event.label == PERSON and self.settings.deterrent_for(event.camera):
             self._deter(event, armed_now, now)
 
     def _reason_not_to_email(self, event: schemas.DetectionEvent) -> str | None:
-        if self._sender is None:
-            return "email is off"
+        if not self._senders:
+            return "email is off and no NOTIFY_URLS"
         if in_quiet_hours(self._quiet_hours, datetime.fromtimestamp(event.started_at)):
             return "quiet hours"
         last = self._last_alert.get(event.camera)
@@ -213,6 +236,19 @@ class Notifier(ServiceHandler[NotifierSettings]):
             self._sound_deterrent(event.camera)
             return
         self.logger.info("deterrent: not sounded on %s for %s: %s", event.camera, event.event_id, why)
+
+    def _on_alarm_result(self, message: mqtt.MQTTMessage) -> None:
+        """What a camera did with an alarm command (the deterrent's or anyone's): said in the log, so that a
+        deterrent that stayed silent (cooling down, no sound card) says why. Retained ones are old news."""
+        if message.retain or not message.payload:
+            return
+        try:
+            result = schemas.AlarmResult.parse(bytes(message.payload))
+        except schemas.BadPayload as error:
+            self._bad_input(message.topic, str(error))
+            return
+        log = self.logger.warning if result.result == "player_failed" else self.logger.info
+        log("deterrent: %s alarm %s", result.camera, result.said())
 
     def _sound_deterrent(self, camera: str) -> None:
         command = schemas.AlarmCommand(state="ON", duration=self.settings.deterrent_duration)

@@ -1,16 +1,21 @@
-"""Alert emails through yagmail over SMTP: ssl, starttls or plain, with the snapshot attached."""
+"""Alert emails over SMTP (yagmail's connection: ssl, starttls or plain): a plain text part, an HTML part
+and the snapshot attached. The message is built here with the standard library: yagmail's own text part
+was its HTML with the tags left in."""
 
 from __future__ import annotations
 
 import html
-import io
 import smtplib
 import ssl
 import time
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr, formatdate
 from typing import Any
 
 import yagmail
 
+from services.common.scores import percent
 from services.notifier.const import SENDER_NAME
 from services.notifier.outbox import Alert
 from services.notifier.settings import NotifierSettings
@@ -38,20 +43,51 @@ def event_url(base_url: str | None, event_id: str) -> str | None:
     return f"{base_url}/events/{event_id}" if base_url else None
 
 
-def body(alert: Alert, base_url: str | None) -> str:
-    """HTML, which yagmail also uses for the text part."""
+def text_body(alert: Alert, base_url: str | None) -> str:
+    """The plain text part: no markup, the same facts as the HTML part."""
+    lines = [
+        f"A {alert.label.replace('_', ' ')} was seen by camera {alert.camera}.",
+        f"Time: {local_time(alert.started_at)}",
+        f"Score: {percent(alert.score)}",
+    ]
+    url = event_url(base_url, alert.event_id)
+    if url:
+        lines.append(f"Event: {url}")
+    if alert.snapshot is None:
+        lines.append("(The event carried no usable snapshot.)")
+    return "\n".join(lines) + "\n"
+
+
+def html_body(alert: Alert, base_url: str | None) -> str:
     what = html.escape(alert.label.replace("_", " "))
     lines = [
         f"A {what} was seen by camera <b>{html.escape(alert.camera)}</b>.",
         f"Time: {html.escape(local_time(alert.started_at))}",
-        f"Score: {alert.score:.0%}",
+        f"Score: {html.escape(percent(alert.score))}",
     ]
     url = event_url(base_url, alert.event_id)
     if url:
         lines.append(f'Event: <a href="{html.escape(url)}">{html.escape(url)}</a>')
     if alert.snapshot is None:
         lines.append("(The event carried no usable snapshot.)")
-    return "\n".join(lines)
+    return "<html><body>\n" + "<br>\n".join(lines) + "\n</body></html>\n"
+
+
+def message(alert: Alert, sender: str, recipients: list[str], base_url: str | None) -> EmailMessage:
+    """multipart/mixed: multipart/alternative (text, then HTML: clients show the last they can) and the
+    snapshot as a JPEG attachment."""
+    mail = EmailMessage()
+    mail["From"] = formataddr((SENDER_NAME, sender))
+    mail["To"] = ", ".join(recipients)
+    mail["Subject"] = subject(alert)
+    mail["Date"] = formatdate(localtime=True)
+    # Stable per alert: a copy sent again after a crash (see docs) carries the same id.
+    mail["Message-ID"] = f"<{alert.event_id}@sentrycam>"
+    mail.set_content(text_body(alert, base_url))
+    mail.add_alternative(html_body(alert, base_url), subtype="html")
+    if alert.snapshot:
+        mail.add_attachment(alert.snapshot, maintype="image", subtype="jpeg", filename=attachment_name(alert))
+    return mail
 
 
 class Mailer:
@@ -92,26 +128,18 @@ class Mailer:
                 client.smtp.login(
                     self._settings.smtp_username, password.get_secret_value() if password else ""
                 )
-            recipients, message = client.prepare_send(
-                to=self._settings.email_to,
-                subject=subject(alert),
-                contents=body(alert, self._settings.web_base_url),
-                attachments=[self._attachment(alert)] if alert.snapshot else None,
-                prettify_html=False,
-                # Stable per alert: a copy sent again after a crash (see docs) carries the same id.
-                message_id=f"<{alert.event_id}@sentrycam>",
-            )
+            recipients = list(self._settings.email_to)
+            mail = message(alert, self._sender, recipients, self._settings.web_base_url)
             # sendmail, not yagmail's send: it raises on failure instead of sleeping and returning False.
-            refused: dict[str, tuple[int, bytes]] = client.smtp.sendmail(self._sender, recipients, message)
+            refused: dict[str, tuple[int, bytes]] = client.smtp.sendmail(
+                # CRLF line ends: smtplib fixes them in text only, and a server reads LF-only bytes as one
+                # line too long.
+                self._sender,
+                recipients,
+                mail.as_bytes(policy=SMTP),
+            )
             return refused
         except (smtplib.SMTPException, OSError) as error:
             raise SendError(f"{type(error).__name__}: {error}") from error
         finally:
             client.close()
-
-    @staticmethod
-    def _attachment(alert: Alert) -> io.BytesIO:
-        assert alert.snapshot is not None
-        attachment = io.BytesIO(alert.snapshot)
-        attachment.name = attachment_name(alert)  # yagmail names the part by it
-        return attachment

@@ -1,9 +1,11 @@
 """The durable outbox: every alert is a row in SQLite before any email is tried.
 
-A row is ``pending`` until the SMTP server has accepted the email (then ``sent``) or it is older than
-NOTIFY_MAX_AGE (then ``expired``). Events that are recorded but not emailed (cooldown, quiet hours,
-disarmed, email off) are ``suppressed`` with the reason. The event id is unique, so an event the broker
-delivers twice (QoS 1 after a crash) is recorded, and alerted, once.
+A row is one alert on one channel (``email``, or a push channel's key ``push-<hash of its URL>``: never
+the URL, which holds secrets). It is ``pending`` until the channel has accepted the alert (then ``sent``) or
+it is older than NOTIFY_MAX_AGE (then ``expired``), each row with its own attempts and backoff. Events that
+are recorded but not alerted (cooldown, quiet hours, disarmed, no channel) are ``suppressed`` with the
+reason. (event id, channel) is unique and an event's rows are written in one transaction, so an event the
+broker delivers twice (QoS 1 after a crash) is recorded, and alerted, once per channel.
 
 The same database keeps the arming state and its history: each change with the time it took effect, so
 that an event is judged by the state in force when it was detected (docs/notifier.md, "Arming").
@@ -23,6 +25,7 @@ from typing import Literal
 from services.common.acks import Redeliver
 from services.common.database import STORE_ERRORS, open_durable
 from services.common.service import StartupError
+from services.notifier import migrate
 from services.notifier.const import (
     ARMING_HISTORY_MAX_CHANGES,
     DATA_DIR_MODE,
@@ -32,13 +35,16 @@ from services.notifier.const import (
 )
 
 Status = Literal["pending", "sent", "expired", "suppressed"]
+# The channel of a suppressed event's one row when no channel is set up.
+NO_CHANNEL = "none"
 # Rows this old are deleted at start, so the outbox does not grow for ever.
 KEEP_S = 30 * 24 * 3600
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
     camera TEXT NOT NULL,
     label TEXT NOT NULL,
     score REAL NOT NULL,
@@ -49,9 +55,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL,
     created_at REAL NOT NULL,
-    sent_at REAL
+    sent_at REAL,
+    UNIQUE (event_id, channel)
 );
-CREATE INDEX IF NOT EXISTS alerts_due ON alerts (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS alerts_due ON alerts (channel, status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS arming (id INTEGER PRIMARY KEY, at REAL NOT NULL, armed INTEGER NOT NULL);
 """
@@ -68,6 +75,7 @@ class Alert:
     snapshot: bytes | None
     attempts: int
     reason: str | None
+    channel: str
 
 
 class Outbox:
@@ -77,7 +85,9 @@ class Outbox:
         self.path = path
         self._lock = threading.Lock()
         # Durable: a committed row survives a crash or power cut, which the exactly-once promise needs.
-        self._db = open_durable(path, SCHEMA)
+        self._db = open_durable(path, "")
+        migrate.add_channels(self._db)  # an outbox from before push channels: its rows are email's
+        self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA busy_timeout = {round(OUTBOX_BUSY_TIMEOUT_S * 1000)}")
 
     def close(self) -> None:
@@ -95,47 +105,54 @@ class Outbox:
         snapshot: bytes | None,
         status: Status,
         reason: str | None,
+        channels: list[str],
         now: float,
     ) -> bool:
-        """Store an alert; False when this event id is already stored (a redelivered event)."""
+        """Store an alert, one row per channel in one transaction (all or none); False when this event id is
+        already stored (a redelivered event)."""
+        # A suppressed alert will never be sent: no need to keep its snapshot.
+        kept = snapshot if status == "pending" else None
+        rows = [
+            (event_id, channel, camera, label, score, started_at, kept, status, reason, now, now)
+            for channel in channels or [NO_CHANNEL]
+        ]
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO alerts (event_id, camera, label, score, started_at, snapshot, status,"
-                " reason, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                # A suppressed alert will never be emailed: no need to keep its snapshot.
-                (
-                    event_id,
-                    camera,
-                    label,
-                    score,
-                    started_at,
-                    snapshot if status == "pending" else None,
-                    status,
-                    reason,
-                    now,
-                    now,
-                ),
-            )
-            return cursor.rowcount == 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                known = self._db.execute("SELECT 1 FROM alerts WHERE event_id = ?", (event_id,)).fetchone()
+                if known is None:
+                    self._db.executemany(
+                        "INSERT INTO alerts (event_id, channel, camera, label, score, started_at, snapshot,"
+                        " status, reason, next_attempt_at, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            return known is None
 
-    def due(self, now: float) -> list[Alert]:
+    def due(self, channel: str, now: float) -> list[Alert]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, event_id, camera, label, score, started_at, snapshot, attempts, reason"
-                " FROM alerts WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id",
-                (now,),
+                "SELECT id, event_id, camera, label, score, started_at, snapshot, attempts, reason, channel"
+                " FROM alerts WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id",
+                (channel, now),
             ).fetchall()
         return [Alert(*row) for row in rows]
 
-    def next_attempt_at(self) -> float | None:
+    def next_attempt_at(self, channel: str) -> float | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT MIN(next_attempt_at) FROM alerts WHERE status = 'pending'"
+                "SELECT MIN(next_attempt_at) FROM alerts WHERE channel = ? AND status = 'pending'", (channel,)
             ).fetchone()
         return None if row[0] is None else float(row[0])
 
     def mark_sent(self, alert_id: int, now: float) -> None:
-        # Snapshots are dropped once no email needs them, so the rows kept for 30 days stay small.
+        # Snapshots are dropped once no channel needs them, so the rows kept for 30 days stay small.
         self._update(
             "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, snapshot = NULL"
             " WHERE id = ?",
@@ -154,8 +171,19 @@ class Outbox:
             (reason, alert_id),
         )
 
+    def expire_channels_except(self, channels: list[str], reason: str) -> int:
+        """Pending push alerts of channels no longer set up (a URL removed) are given up; email's stay for a
+        run with email, as they always did."""
+        marks = ", ".join("?" * len(channels))
+        with self._lock:
+            return self._db.execute(
+                "UPDATE alerts SET status = 'expired', reason = ?, snapshot = NULL WHERE status = 'pending'"  # noqa: S608
+                f" AND channel LIKE 'push-%' AND channel NOT IN ({marks})",  # only ? marks
+                (reason, *channels),
+            ).rowcount
+
     def last_alert_times(self) -> dict[str, float]:
-        """Per camera, when its latest emailed (or to-be-emailed) alert started: seeds the cooldown."""
+        """Per camera, when its latest alerted (or to-be-alerted) event started: seeds the cooldown."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT camera, MAX(started_at) FROM alerts WHERE status != 'suppressed' GROUP BY camera"

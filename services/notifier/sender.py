@@ -1,13 +1,15 @@
-"""The sender thread: emails the outbox's pending alerts, retrying with backoff, giving up old ones."""
+"""A sender thread per channel (email, each push URL): sends that channel's pending alerts from the outbox,
+retrying with backoff, giving up old ones. Channels never wait for each other."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Protocol
 
 from services.common.database import STORE_ERRORS
-from services.notifier.const import OUTBOX_RETRY_S
+from services.notifier.const import EMAIL_CHANNEL, OUTBOX_RETRY_S
 from services.notifier.mailer import Mailer, SendError
 from services.notifier.outbox import Alert, Outbox
 from services.notifier.settings import NotifierSettings
@@ -18,15 +20,46 @@ def retry_delay(attempts: int, minimum: float, maximum: float) -> float:
     return float(min(maximum, minimum * 2 ** min(attempts - 1, 30)))
 
 
+class Transport(Protocol):
+    """One channel's way out: ``send`` raises SendError when the alert was not accepted."""
+
+    key: str  # the outbox's channel
+    to: str  # in log lines after "sending alert <id>": "" for email, " to push 1 (ntfy)"
+    done: str  # "emailed", "sent to push 1 (ntfy)"
+
+    def send(self, alert: Alert) -> None: ...
+
+
+class EmailTransport:
+    key = EMAIL_CHANNEL
+    to = ""
+    done = "emailed"
+
+    def __init__(self, settings: NotifierSettings, logger: logging.Logger) -> None:
+        self._mailer = Mailer(settings)
+        self._logger = logger
+
+    def send(self, alert: Alert) -> None:
+        refused = self._mailer.send(alert)
+        if refused:
+            self._logger.error("alert %s: the server refused recipients %s", alert.event_id, sorted(refused))
+
+
 class Sender:
-    """Drains the outbox on its own thread (``run``) until ``stop`` is set; ``wake`` says an alert is new."""
+    """Drains one channel's rows of the outbox on its own thread (``run``) until ``stop`` is set; ``wake``
+    says an alert is new."""
 
     def __init__(
-        self, settings: NotifierSettings, outbox: Outbox, logger: logging.Logger, stop: threading.Event
+        self,
+        settings: NotifierSettings,
+        outbox: Outbox,
+        transport: Transport,
+        logger: logging.Logger,
+        stop: threading.Event,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
-        self._mailer = Mailer(settings)
+        self._transport = transport
         self._logger = logger
         self._stop = stop
         self._wake = threading.Event()
@@ -42,7 +75,7 @@ class Sender:
             self._wake.clear()
             try:
                 self._send_due()
-                next_at = self._outbox.next_attempt_at()
+                next_at = self._outbox.next_attempt_at(self._transport.key)
             except STORE_ERRORS as error:
                 # The alerts stay pending in the outbox; the sender must live on to send them later.
                 self._logger.error("outbox failed: %s; sending again in %g s", error, OUTBOX_RETRY_S)
@@ -53,8 +86,8 @@ class Sender:
         for alert_id, (event_id, sent_at) in list(self._unmarked.items()):
             self._outbox.mark_sent(alert_id, sent_at)  # still failing: the run loop tries again later
             del self._unmarked[alert_id]
-            self._logger.info("alert %s recorded as emailed", event_id)
-        for alert in self._outbox.due(time.time()):
+            self._logger.info("alert %s recorded as %s", event_id, self._transport.done)
+        for alert in self._outbox.due(self._transport.key, time.time()):
             if self._stop.is_set():
                 return
             self._deliver(alert)
@@ -64,8 +97,9 @@ class Sender:
         if age > self._settings.notify_max_age:
             self._outbox.give_up(alert.id, f"older than NOTIFY_MAX_AGE; last error: {alert.reason}")
             self._logger.error(
-                "gave up the alert for %s on %s (%s) after %d attempts: %.0f s old, over NOTIFY_MAX_AGE=%g s;"
-                " last error: %s",
+                "gave up the alert%s for %s on %s (%s) after %d attempts: %.0f s old, over"
+                " NOTIFY_MAX_AGE=%g s; last error: %s",
+                self._transport.to,
                 alert.label,
                 alert.camera,
                 alert.event_id,
@@ -76,13 +110,15 @@ class Sender:
             )
             return
         try:
-            refused = self._mailer.send(alert)
+            self._transport.send(alert)
         except SendError as error:
             self._retry_later(alert, str(error))
             return
         except Exception:
             # A bug must not stop the sender thread or lose the alert; it stays pending.
-            self._logger.exception("unexpected failure sending alert %s", alert.event_id)
+            self._logger.exception(
+                "unexpected failure sending alert %s%s", alert.event_id, self._transport.to
+            )
             self._retry_later(alert, "unexpected error")
             return
         sent_at = time.time()
@@ -91,13 +127,14 @@ class Sender:
         except STORE_ERRORS:
             # Still pending in the outbox, but emailed: remembered, so that it is marked later, not resent.
             self._unmarked[alert.id] = (alert.event_id, sent_at)
-            self._logger.error("alert %s emailed, but the outbox could not record that yet", alert.event_id)
+            self._logger.error(
+                "alert %s %s, but the outbox could not record that yet", alert.event_id, self._transport.done
+            )
             raise
-        if refused:
-            self._logger.error("alert %s: the server refused recipients %s", alert.event_id, sorted(refused))
         self._logger.info(
-            "alert %s emailed (%s on %s, attempt %d)",
+            "alert %s %s (%s on %s, attempt %d)",
             alert.event_id,
+            self._transport.done,
             alert.label,
             alert.camera,
             alert.attempts + 1,
@@ -108,8 +145,9 @@ class Sender:
         delay = retry_delay(attempts, self._settings.notify_retry_min, self._settings.notify_retry_max)
         self._outbox.retry_later(alert.id, time.time() + delay, error)
         self._logger.warning(
-            "sending alert %s failed (attempt %d): %s; retrying in %.1f s",
+            "sending alert %s%s failed (attempt %d): %s; retrying in %.1f s",
             alert.event_id,
+            self._transport.to,
             attempts,
             error,
             delay,

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from services.common.settings import (
+    AbsolutePath,
     CommaList,
     OptionalFile,
     ServiceSettings,
@@ -98,8 +99,20 @@ class NotifierSettings(ServiceSettings):
     notify_retry_max: float = Field(
         300.0, gt=0, le=3600, description="Longest retry delay in seconds when sending keeps failing."
     )
-    notify_data_dir: Path = Field(
-        Path("data"), description="Directory of the alert outbox (SQLite); a volume in Docker."
+    notify_urls: SecretStr | None = Field(
+        None,
+        description="Push channels: Apprise URLs (ntfy://, tgram://, hassio://, json:// ...), comma or "
+        "newline separated; every alert goes to each (docs/notifier.md). Never logged. Empty = none.",
+    )
+    notify_urls_file: OptionalFile = Field(
+        None,
+        description="A file holding the push channels' Apprise URLs, as NOTIFY_URLS (a Docker secret); "
+        "instead of NOTIFY_URLS.",
+    )
+    notify_data_dir: AbsolutePath = Field(
+        Path("data"),
+        validate_default=True,
+        description="Directory of the alert outbox (SQLite); a volume in Docker.",
     )
     deterrent_cameras: CommaList = Field(
         [],
@@ -124,6 +137,13 @@ class NotifierSettings(ServiceSettings):
         if not value.strip():
             raise ValueError("only spaces: leave it empty to unset it")
         return value.strip()
+
+    @field_validator("notify_urls_file")
+    @classmethod
+    def one_url_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("notify_urls") is not None:
+            raise ValueError("set NOTIFY_URLS or NOTIFY_URLS_FILE, not both")
+        return value
 
     @field_validator("smtp_security", mode="before")
     @classmethod

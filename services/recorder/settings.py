@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from services.common.settings import CommaList, ServiceSettings
+from services.common.settings import AbsolutePath, CommaList, ServiceSettings
 from services.common.topics import label_slug, validate_camera_id
 
 
@@ -16,8 +16,9 @@ class RecorderSettings(ServiceSettings):
 
     section: ClassVar[str] = "Recorder: event clips and continuous recording"
 
-    record_dir: Path = Field(
+    record_dir: AbsolutePath = Field(
         Path("data/recordings"),
+        validate_default=True,
         description="Where clips and segments are written (/data/recordings in the image); the web relay "
         "reads it as WEB_RECORD_DIR.",
     )

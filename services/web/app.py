@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from services.common.logs import RateLimitedLog
+from services.common.scores import percent
 from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.blueprints import access, api, auth, live, media, pages, stream
 from services.web.blueprints.common import EXTENSION, WebContext
@@ -52,6 +53,7 @@ def create_app(relay: WebRelay, secret_key: str, sessions: Sessions) -> Flask:
         sessions=sessions,
         refusals=RateLimitedLog(relay.logger),
     )
+    app.add_template_filter(percent, "percent")  # {{ event.top_score | percent }}: "73 %"
     app.before_request(access.start_session)
     app.before_request(access.unknown_path)
     app.after_request(security_headers)

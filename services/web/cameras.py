@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import topics
+from services.common import schemas, topics
 from services.web.live import FrameHub
 
 
@@ -19,6 +19,7 @@ class CameraView:
     info: dict[str, Any] | None = None
     detect: str | None = None
     alarm: str | None = None
+    alarm_result: dict[str, Any] | None = None  # what the camera did with the last alarm command
 
     @property
     def announced(self) -> bool:
@@ -34,8 +35,19 @@ class CameraView:
             "info": self.info,
             "detect": self.detect,
             "alarm": self.alarm,
+            "alarm_result": self.alarm_result,
             "last_frame_at": frame.arrived_at if frame else None,
         }
+
+
+def parse_alarm_result(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    """``cam/<id>/alarm/result``: the camera and the result as the pages show it; BadPayload when the JSON
+    is bad or names another camera."""
+    camera = topics.camera_of(topic)
+    result = schemas.AlarmResult.parse(payload)
+    if camera is None or result.camera != camera:
+        raise schemas.BadPayload(f"alarm result names camera {result.camera!r}")
+    return camera, {**result.model_dump(mode="json"), "said": result.said()}
 
 
 class CameraViews:
@@ -54,6 +66,7 @@ class CameraViews:
         info: dict[str, Any] | None = None,
         detect: str | None = None,
         alarm: str | None = None,
+        alarm_result: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Set the given fields (None: unchanged); returns the camera as the pages show it, if shown."""
         with self._lock:
@@ -62,6 +75,7 @@ class CameraViews:
             view.info = info or view.info
             view.detect = detect or view.detect
             view.alarm = alarm or view.alarm
+            view.alarm_result = alarm_result or view.alarm_result
         return self.get(camera)
 
     def get(self, camera: str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from services.common.mqtt import MqttClient, Route
 from services.common.service import Presence, ServiceHandler, StartupError
 from services.web.app import create_app
 from services.web.broadcast import Broadcaster
-from services.web.cameras import CameraViews
+from services.web.cameras import CameraViews, parse_alarm_result
 from services.web.clips import parse_clip
 from services.web.const import (
     CLIENT_ID_PREFIX,
@@ -91,6 +91,7 @@ class WebRelay(ServiceHandler[WebSettings]):
         return {
             topics.ALL_CAMERA_MESSAGES: Route(self._on_camera_message, qos=1),
             topics.ALL_CAMERA_STATES: Route(self._on_camera_state, qos=1),
+            topics.ALL_ALARM_RESULTS: Route(self._on_alarm_result, qos=1),
             topics.ARMED_STATE: Route(self._on_armed_state, qos=1),
         }
 
@@ -258,6 +259,16 @@ class WebRelay(ServiceHandler[WebSettings]):
             self._camera_changed(self.views.update(camera, detect=value))
         else:
             self._camera_changed(self.views.update(camera, alarm=value))
+
+    def _on_alarm_result(self, message: mqtt.MQTTMessage) -> None:
+        if not message.payload:  # a cleared retained message
+            return
+        try:
+            camera, result = parse_alarm_result(message.topic, bytes(message.payload))
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
+            return
+        self._camera_changed(self.views.update(camera, alarm_result=result))
 
     def _on_label_state(self, camera: str, message: mqtt.MQTTMessage) -> None:
         """``cam/<id>/<label>/state``: OFF closes that label's open events. The detector publishes it at

@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from werkzeug.security import generate_password_hash
 
-from services.common.settings import ServiceSettings
+from services.common.settings import AbsolutePath, OptionalPath, ServiceSettings
 
 MIN_PASSWORD_LENGTH = 8
 MIN_SECRET_KEY_LENGTH = 32
@@ -21,11 +21,12 @@ class WebSettings(ServiceSettings):
 
     web_host: str = Field("0.0.0.0", min_length=1, description="Address the web server listens on.")  # noqa: S104
     web_port: int = Field(8080, ge=1, le=65535, description="TCP port of the web server.")
-    web_data_dir: Path = Field(
+    web_data_dir: AbsolutePath = Field(
         Path("data/web"),
+        validate_default=True,
         description="Where the relay keeps its event database, snapshots and generated secret key.",
     )
-    web_record_dir: Path | None = Field(
+    web_record_dir: OptionalPath = Field(
         None,
         description="The recorder's directory (its RECORD_DIR), read only, for playing clips and "
         "recordings; a relative path is relative to the working directory; empty = no playback.",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.common import topics
 from services.common.logs import RateLimitedLog
+from services.common.scores import percent
 from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.clips import StoredClip
 from services.web.event_model import StoredEvent
@@ -49,6 +50,7 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
     """An event as the API, the pages and the event stream show it. Needs a request (for the URLs)."""
     shown = {name: value for name, value in asdict(event).items() if name not in PRIVATE_EVENT_FIELDS}
     shown["has_snapshot"] = event.has_snapshot
+    shown["score_text"] = percent(event.top_score)  # said as the email and the snapshot label say it
     shown["url"] = url_for("pages.event", event_id=event.event_id)
     shown["snapshot_url"] = url_for("pages.snapshot", event_id=event.event_id) if event.snapshot else None
     shown["thumbnail_url"] = url_for("pages.thumbnail", event_id=event.event_id) if event.thumbnail else None

@@ -30,6 +30,27 @@
   }
   armedButton.addEventListener("click", () => post("/api/armed", { armed: armedButton.dataset.armed === "OFF" }));
 
+  // What the camera did with the alarm command, shown next to the button after a press: the first result
+  // newer than the one known at the press (the camera says it retained on cam/<id>/alarm/result; `said` is
+  // the relay's wording, the one the notifier logs).
+  const alarmResultAt = {}; // camera id -> `at` of the latest result known
+  const alarmPressed = {}; // camera id -> `at` of the result known when the button was pressed
+  function showAlarmResult(card, cam) {
+    const r = cam.alarm_result;
+    alarmResultAt[cam.id] = r ? r.at : null;
+    if (!(cam.id in alarmPressed) || !r || r.at === alarmPressed[cam.id]) return;
+    const out = card.querySelector(".alarm-result");
+    out.dataset.result = r.result;
+    out.textContent = r.said;
+    out.hidden = false;
+  }
+  function pressAlarm(card, id, state) {
+    alarmPressed[id] = id in alarmResultAt ? alarmResultAt[id] : parseFloat(card.dataset.alarmAt) || null;
+    const out = card.querySelector(".alarm-result");
+    out.dataset.result = "sent"; out.textContent = "sent…"; out.hidden = false;
+    post(`/api/cameras/${id}/alarm`, { state });
+  }
+
   let reloading = false;
   function showCamera(cam) {
     const card = document.querySelector(`.camera[data-camera="${cam.id}"]`);
@@ -43,12 +64,15 @@
     }
     card.classList.toggle("offline", !cam.online);
     card.querySelector(".badge").textContent = cam.online ? "online" : "offline";
+    const info = cam.info || {};
+    card.querySelector(".size").textContent = info.width ? `${info.width}×${info.height}` : "";
     const detect = card.querySelector("button.detect");
     detect.dataset.state = cam.detect || "";
     detect.textContent = "Detection " + (cam.detect || "?");
     const alarm = card.querySelector("button.alarm");
     alarm.dataset.state = cam.alarm || "";
     alarm.textContent = cam.alarm === "ON" ? "Stop alarm" : "Sound alarm";
+    showAlarmResult(card, cam);
     if (document.readyState === "complete") showPictures();
   }
   document.querySelectorAll(".camera").forEach((card) => {
@@ -56,7 +80,7 @@
     card.querySelector("button.detect").addEventListener("click", (e) =>
       post(`/api/cameras/${id}/detect`, { enabled: e.target.dataset.state === "OFF" }));
     card.querySelector("button.alarm").addEventListener("click", (e) =>
-      post(`/api/cameras/${id}/alarm`, { state: e.target.dataset.state === "ON" ? "OFF" : "ON" }));
+      pressAlarm(card, id, e.target.dataset.state === "ON" ? "OFF" : "ON"));
     // A stream that broke (relay restart) is reopened.
     const img = card.querySelector("img.live");
     img.addEventListener("load", () => img.classList.remove("broken"));
@@ -122,7 +146,7 @@
       what.append(" ", badge);
     }
     const time = document.createElement("time"); time.dataset.epoch = ev.started_at;
-    const score = document.createElement("span"); score.className = "score"; score.textContent = Math.round(ev.top_score * 100) + " %";
+    const score = document.createElement("span"); score.className = "score"; score.textContent = ev.score_text;
     const state = document.createElement("span"); state.className = "state"; state.textContent = ev.ended_at ? "ended" : "ongoing";
     a.append(what, time, score, state);
     item.replaceChildren(a);

@@ -1,0 +1,55 @@
+"""Outbox layout changes, applied in place at start without losing a pending alert."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Every column of the alerts table before push channels (one row per event, all of them email).
+_OLD_COLUMNS = (
+    "id, event_id, camera, label, score, started_at, snapshot, status, reason, attempts, next_attempt_at,"
+    " created_at, sent_at"
+)
+_NEW_TABLE = """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    started_at REAL NOT NULL,
+    snapshot BLOB,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE (event_id, channel)
+)
+"""
+
+
+def add_channels(db: sqlite3.Connection) -> bool:
+    """An alerts table without the channel column becomes one with it, every row on ``email`` (the only
+    channel there was), pending rows keeping their attempts and due time. One transaction: a crash leaves
+    the old layout, done again at the next start. True when it migrated."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
+    if not columns or "channel" in columns:
+        return False
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # SQLite cannot drop the old UNIQUE (event_id): the table is made again and the rows copied.
+        db.execute("ALTER TABLE alerts RENAME TO alerts_before_channels")
+        db.execute(_NEW_TABLE)
+        db.execute(
+            f"INSERT INTO alerts ({_OLD_COLUMNS}, channel)"  # noqa: S608  # constants only
+            f" SELECT {_OLD_COLUMNS}, 'email' FROM alerts_before_channels"
+        )
+        db.execute("DROP TABLE alerts_before_channels")  # its index alerts_due goes with it
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return True
