@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from services.common import schemas, topics
 from services.common.hass import HassSettings
-from services.common.settings import CommaList, OptionalFile
+from services.common.settings import CommaList, OptionalFile, OptionalPath
 
 
 class DetectorSettings(HassSettings):
@@ -17,7 +16,7 @@ class DetectorSettings(HassSettings):
 
     section: ClassVar[str] = "Detector"
 
-    detector_model: Path | None = Field(
+    detector_model: OptionalPath = Field(
         None,
         description="Path to the .tflite model; empty = /models/detect.tflite, then models/detect.tflite "
         "(python -m scripts.fetch_model downloads it).",
