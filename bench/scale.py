@@ -3,16 +3,24 @@
     .venv/bin/python -m bench.scale [--cameras 1,4,8,16] [--seconds 90]
 
 For each camera count, a fresh detector (``python -m services.detector``, default settings but
-``DETECTOR_END_AFTER=2`` so that an event ends between two people) on a real Mosquitto with the project's
-config, and that many camera-like publishers in this process, each replaying the shared person footage at
-5 fps in real time (every second frame of the 10 fps clip) from its own point of the clip, with true capture
-times. Per camera count:
+``DETECTOR_END_AFTER=2`` so that an event ends between two people, and stats every second) on a real
+Mosquitto with the project's config, and that many camera-like publishers in this process, each replaying
+the shared person footage at 5 fps in real time (every second frame of the 10 fps clip, encoded once before
+the run) from its own point of the clip, with true capture times. Per camera count:
 
 - inferred fps per camera and the share of frames dropped as stale (the detector's own stats);
 - time to alert: for every person appearance a camera showed (the ranges of ``shared/media/README.md``), the
   capture time of the first frame of that range the camera published -> the ``start`` event at a
   subscriber. An appearance without a start of its own is counted as missed;
-- the detector's CPU (cores in use) and resident memory at the end.
+- the detector's CPU (cores in use) and resident memory at the end;
+- whether the benchmark itself distorts the figure: the CPU of this process (publishers and subscriber) and
+  of the broker, how late frames were sent against their schedule and how many went out bunched (less
+  than half an interval after the camera's previous frame, which the detector would have to drop), the
+  machine's load average; and, from the detector's stats every second, in how many seconds each camera
+  lost frames as stale (spread out or in bursts) and, for every appearance slower than 850 ms, its
+  camera's stale drops around it.
+
+``--set NAME=VALUE`` passes a detector setting, for experiments (``--set DETECTOR_THREADS=1``).
 
 Baseline: the 1-camera run of the same invocation. Goal: 16 cameras with every time to alert under 1 s; the
 largest count that holds it is reported.
@@ -21,6 +29,8 @@ largest count that holds it is reported.
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -45,12 +55,25 @@ STEP = 2  # source frames per published frame: the 10 fps clip at 5 fps, in real
 GOAL_MS = 1000.0
 MATCH_BEFORE_S = 1.0  # a start may rest on a sighting just before the README's first frame (score 0.4-0.5)
 TAIL_S = 3.0  # an appearance that began this close to the end of publishing is not judged
+SLOW_MS = 850.0  # appearances slower than this are listed with the camera's stale drops around them
 
 
 @dataclass(frozen=True)
 class Appearance:
     first: float  # capture time (epoch s) of the first frame of the range this camera published
     last: float
+
+
+@dataclass
+class Cost:
+    """What the benchmark itself costs and how well it keeps time: does it distort the detector's figure?"""
+
+    publisher_cores: float  # this process: the publishers and the subscriber
+    broker_cores: float
+    send_late_ms: list[float] = field(default_factory=list)  # each frame sent after its due time by
+    bunched: int = 0  # frames sent less than half an interval after the same camera's previous one
+    stale_seconds: list[int] = field(default_factory=list)  # per camera: seconds with a frame dropped stale
+    stale_per_second_max: int = 0  # the most frames one camera lost in one second
 
 
 @dataclass
@@ -62,6 +85,9 @@ class CountResult:
     missed: int
     cpu_cores: float
     rss_mb: float
+    cost: Cost
+    load_1m: float  # the machine's load average when the count began
+    slow: list[str] = field(default_factory=list)  # the appearances over SLOW_MS, and why
 
     @property
     def tta_max(self) -> float:
@@ -77,6 +103,8 @@ class Camera:
     publisher: FramePublisher
     offset: int  # index into the published frames (every STEP-th source frame) where it starts
     shown: list[int] = field(default_factory=list)  # source frame of each seq
+    late_s: list[float] = field(default_factory=list)  # how late each frame was sent (s after due)
+    sent: list[float] = field(default_factory=list)  # monotonic send time of each frame
 
 
 def clip_jpegs() -> Iterator[bytes]:
@@ -128,6 +156,9 @@ def publish(cameras: list[Camera], payloads: list[bytes], seconds: float) -> Non
                 time.sleep(delay)
             index = (camera.offset + k) % len(payloads)
             camera.shown.append(index * STEP)
+            now = time.monotonic()
+            camera.late_s.append(now - due)
+            camera.sent.append(now)
             camera.publisher.send(payloads[index])
 
 
@@ -146,44 +177,100 @@ def times_to_alert(camera: Camera, starts: list[tuple[float, float]], end: float
 
 
 def run_count(
-    broker: LocalBroker, workdir: Path, payloads: list[bytes], count: int, seconds: float
+    broker: LocalBroker,
+    workdir: Path,
+    payloads: list[bytes],
+    count: int,
+    *,
+    seconds: float,
+    settings: dict[str, str],
 ) -> CountResult:
     names = [f"scale-{count}-{i}" for i in range(count)]
     watch = Collector(broker, topics.DETECTOR_STATS, topics.all_events("person"))
-    detector = start_detector(broker, workdir, detector_end_after="2", detector_stats_interval="5")
-    assert detector.process is not None
+    detector = start_detector(
+        broker, workdir, detector_end_after="2", detector_stats_interval="1", **settings
+    )
+    assert detector.process is not None and broker.pid is not None
     # Each camera starts at its own point of the clip, spread evenly over it.
     cameras = [
         Camera(FramePublisher(broker, name), offset=i * len(payloads) // count)
         for i, name in enumerate(names)
     ]
+    load = os.getloadavg()[0]
     began, cpu_began = time.time(), cpu_seconds(detector.process.pid)
+    own_began, broker_began = own_cpu(), cpu_seconds(broker.pid)
     publish(cameras, payloads, seconds)
     ended, cpu_ended = time.time(), cpu_seconds(detector.process.pid)
+    span = ended - began
+    cost = Cost((own_cpu() - own_began) / span, (cpu_seconds(broker.pid) - broker_began) / span)
     rss = rss_mb(detector.process.pid)
     time.sleep(5.5)  # the last starts, and stats covering the end
-    fps, stale, alerts, missed = [], [], [], 0
+    result = CountResult(count, [], [], [], 0, (cpu_ended - cpu_began) / span, rss, cost, load)
     for camera, name in zip(cameras, names, strict=True):
+        series = stats_of(watch, name)
         # Counters since the detector started, from stats sent after the last frame was published.
-        _at, stats = stats_of(watch, name)[-1]
-        fps.append(stats.inferences / (ended - began))
-        stale.append(stats.frames_stale / max(stats.frames_in, 1))
+        stats = series[-1][1]
+        result.fps_inferred.append(stats.inferences / span)
+        result.stale_share.append(stats.frames_stale / max(stats.frames_in, 1))
         starts = [
             (m.at, event.started_at)
             for m in watch.on(topics.event(name, "person"))
             if (event := schemas.DetectionEvent.parse(m.payload)).type == "start"
         ]
         found, lost = times_to_alert(camera, starts, ended)
-        alerts += found
-        missed += lost
+        result.time_to_alert_ms += found
+        result.missed += lost
+        stale_at = stale_seconds(series)
+        cost.stale_seconds.append(len(stale_at))
+        cost.stale_per_second_max = max([cost.stale_per_second_max, *(n for _, n in stale_at)])
+        result.slow += slow_appearances(camera, starts, ended, stale_at)
         camera.publisher.close()
+    cost.send_late_ms = [late * 1000 for camera in cameras for late in camera.late_s]
+    cost.bunched = sum(
+        later - earlier < 0.5 / FPS
+        for camera in cameras
+        for earlier, later in itertools.pairwise(camera.sent)
+    )
     detector.stop()
     watch.close()
-    return CountResult(count, fps, stale, alerts, missed, (cpu_ended - cpu_began) / (ended - began), rss)
+    return result
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process: the publishers, their network threads and the subscriber."""
+    times = os.times()
+    return times.user + times.system
+
+
+def stale_seconds(series: list[tuple[float, schemas.CameraStats]]) -> list[tuple[float, int]]:
+    """(stats time, frames dropped as stale in that second) for each second with any (1 s stats)."""
+    return [
+        (at, later.frames_stale - earlier.frames_stale)
+        for (_, earlier), (at, later) in itertools.pairwise(series)
+        if later.frames_stale > earlier.frames_stale
+    ]
+
+
+def slow_appearances(
+    camera: Camera, starts: list[tuple[float, float]], end: float, stale_at: list[tuple[float, int]]
+) -> list[str]:
+    """A line for each appearance whose alert took over SLOW_MS, with the camera's stale drops around it."""
+    lines = []
+    for seen in appearances(camera):
+        arrivals = [at for at, began in starts if seen.first - MATCH_BEFORE_S <= began <= seen.last]
+        if seen.first > end - TAIL_S or not arrivals or (min(arrivals) - seen.first) * 1000 < SLOW_MS:
+            continue
+        near = [f"{at - seen.first:+.1f} s: {n}" for at, n in stale_at if -1 <= at - seen.first <= 2]
+        lines.append(
+            f"{camera.publisher.camera_id} at {seen.first - camera.publisher.sent_at[0] / 1000:.1f} s: "
+            f"{(min(arrivals) - seen.first) * 1000:.0f} ms; its frames dropped as stale around it: "
+            f"{', '.join(near) or 'none'}"
+        )
+    return lines
 
 
 def show(result: CountResult) -> None:
-    alerts = result.time_to_alert_ms
+    alerts, cost = result.time_to_alert_ms, result.cost
     p50 = statistics.median(alerts) if alerts else float("nan")
     print(
         f"| {result.cameras} | {statistics.mean(result.fps_inferred):.2f} / {min(result.fps_inferred):.2f} "
@@ -192,6 +279,17 @@ def show(result: CountResult) -> None:
         f"| {result.cpu_cores:.2f} | {result.rss_mb:.0f} | {'yes' if result.holds else 'no'} |",
         flush=True,
     )
+    late = sorted(cost.send_late_ms)
+    print(
+        f"    load {result.load_1m:.2f}; publishers {cost.publisher_cores:.2f} cores, broker "
+        f"{cost.broker_cores:.2f}; frames sent late p99 {late[int(len(late) * 0.99)]:.1f} ms, max "
+        f"{late[-1]:.1f} ms, {cost.bunched} bunched; stale drops in "
+        f"{statistics.mean(cost.stale_seconds):.0f} s per camera (mean), at most "
+        f"{cost.stale_per_second_max} per camera and second",
+        flush=True,
+    )
+    for line in result.slow:
+        print(f"    slow: {line}", flush=True)
 
 
 def figures(results: list[CountResult]) -> list[Figure]:
@@ -249,8 +347,12 @@ def main() -> int:
         "--cameras", default="1,4,8,16", help="camera counts, comma-separated, first = baseline"
     )
     parser.add_argument("--seconds", type=float, default=90.0, help="publishing time per camera count")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a detector setting (experiments)"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.cameras.split(",")]
+    settings = dict(item.split("=", 1) for item in args.set)
     payloads = list(clip_jpegs())
     print(
         f"{len(payloads)} frames of {PERSON_VIDEO.name} at {FPS:g} fps, {args.seconds:g} s per camera count"
@@ -267,7 +369,9 @@ def main() -> int:
         broker.start()
         try:
             for count in counts:
-                results.append(run_count(broker, workdir, payloads, count, args.seconds))
+                results.append(
+                    run_count(broker, workdir, payloads, count, seconds=args.seconds, settings=settings)
+                )
                 show(results[-1])
         finally:
             broker.stop()
@@ -283,6 +387,14 @@ def main() -> int:
             "missed": [r.missed for r in results],
             "cpu_cores": [r.cpu_cores for r in results],
             "rss_mb": [r.rss_mb for r in results],
+            "load_1m": [r.load_1m for r in results],
+            "publisher_cores": [round(r.cost.publisher_cores, 3) for r in results],
+            "broker_cores": [round(r.cost.broker_cores, 3) for r in results],
+            "send_late_ms_max": [round(max(r.cost.send_late_ms), 1) for r in results],
+            "bunched_frames": [r.cost.bunched for r in results],
+            "stale_seconds_per_camera": [r.cost.stale_seconds for r in results],
+            "slow_appearances": [r.slow for r in results],
+            "settings": settings,
         },
     )
     print(f"largest camera count with every time to alert < 1 s: {figures(results)[-1].value:g}")

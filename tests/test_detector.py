@@ -25,7 +25,8 @@ from services.common.scores import percent
 from services.common.service import create_handler
 from services.detector import decode, events
 from services.detector import model as model_module
-from services.detector.const import MOTION_GLOBAL_FRACTION
+from services.detector.const import MOTION_GLOBAL_FRACTION, PRIORITY_HEAD_START_S
+from services.detector.feed import CameraFeed
 from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
 from services.detector.motion import MotionGate
@@ -415,6 +416,27 @@ def test_an_event_ends_end_after_seconds_after_its_last_sighting_or_at_once_when
     ends = forced.expire(0.5, force=True)
     assert [(change.type, change.label) for change in ends] == [("end", "person")]
     assert forced.expire(0.5, force=True) == []
+
+
+def test_a_camera_confirming_a_sighting_goes_before_idle_cameras_and_those_before_open_events() -> None:
+    """The order of frames across cameras under load (docs/detector.md): priority from the tracker first,
+    then how long the camera has waited; each step of priority counts as PRIORITY_HEAD_START_S of waiting,
+    so a camera passed over long enough still gets its turn."""
+    feeds = {
+        name: CameraFeed(name, CameraTracker(name, DEFAULTS, PERSON), MotionGate(0.12, 0.005, 5.0))
+        for name in ("open", "idle", "confirming")
+    }
+    start_event(feeds["open"].tracker, 0.6)
+    see(feeds["confirming"].tracker, 0.0, person(0.9))
+    for feed in feeds.values():
+        feed.update_priority()
+    assert [f.tracking for f in feeds.values()] == [True, False, True]
+    feeds["confirming"].waiting_since = 10.0
+    feeds["idle"].waiting_since = 9.95  # waited longer, but nothing is on its way to confirmation
+    feeds["open"].waiting_since = 9.5  # waited longer still, but its event is already out
+    assert [f.camera for f in sorted(feeds.values(), key=CameraFeed.turn)] == ["confirming", "idle", "open"]
+    feeds["open"].waiting_since = 10.0 - 2 * PRIORITY_HEAD_START_S - 0.01
+    assert min(feeds.values(), key=CameraFeed.turn).camera == "open"
 
 
 # ---- motion gate

@@ -33,5 +33,9 @@ EMA_WEIGHT = 0.2
 # Preparing the next frame starts this long (plus twice its usual duration) before the running inference
 # is expected to end: late enough for a fresh frame, early enough that the interpreter never waits.
 PREPARE_MARGIN_S = 0.002
+# Scheduling across cameras: each step of priority (feed.CONFIRMING, IDLE, OPEN) counts as this much less
+# waiting. Under load frames wait a frame interval (0.2 s at 5 fps) at most, so the order is in effect
+# strict; under heavy overload a camera that has been passed over long enough still gets its turn.
+PRIORITY_HEAD_START_S = 0.5
 # Python's GIL switch interval for the detector process (default 0.005 s); see __main__.
 GIL_SWITCH_INTERVAL_S = 0.0005

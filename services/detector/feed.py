@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.detector import decode
+from services.detector.const import PRIORITY_HEAD_START_S
 from services.detector.model import Image
 from services.detector.motion import MotionGate
 from services.detector.stats import CameraMeter
 from services.detector.tracker import CameraTracker
+
+# The order in which cameras' frames go to the model when more arrive than it can infer: a camera with a
+# sighting not yet confirmed first (each of its frames it misses adds a frame interval to the time to
+# alert), then the cameras with nothing open (a person may be walking in), then those whose event is
+# already open (a missed frame only delays an update).
+CONFIRMING, IDLE, OPEN = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,20 @@ class CameraFeed:
     detecting: bool = True
     end_all: bool = False  # detection was turned off: the worker ends the open events
     tracking: bool = False  # the tracker's view, copied by the worker for the preparing thread
+    # Monotonic arrival of the oldest frame not yet taken from the slot: a frame that replaces a waiting
+    # one keeps its place in the queue, so a camera that lost a frame is not sent to the back as well.
+    waiting_since: float = 0.0
+    priority: int = IDLE  # CONFIRMING, IDLE or OPEN: set by the worker (update_priority)
+
+    def turn(self) -> float:
+        """When this camera's turn comes: lower first (see PRIORITY_HEAD_START_S)."""
+        return self.waiting_since + self.priority * PRIORITY_HEAD_START_S
+
+    def update_priority(self) -> None:
+        """The tracker's view for the preparing thread: whether to infer every frame, and how urgently."""
+        tracker = self.tracker
+        self.tracking = tracker.tracking
+        self.priority = CONFIRMING if tracker.confirming else OPEN if tracker.open else IDLE
 
 
 @dataclass(frozen=True)

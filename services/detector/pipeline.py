@@ -111,6 +111,8 @@ class Pipeline:
             if feed.detecting and frame is not None:
                 if feed.slot is not None:
                     feed.stats.counts.frames_stale += 1
+                else:
+                    feed.waiting_since = frame.arrived
                 feed.slot = frame
                 self._changed.notify_all()
 
@@ -149,8 +151,8 @@ class Pipeline:
         return self._inference_started + self._inference_s - 2 * self._prepare_s - PREPARE_MARGIN_S
 
     def _next_pending(self) -> tuple[CameraFeed, PendingFrame] | None:
-        """The frame that has waited longest (cameras take turns), once the ready slot is free and the
-        running inference is about to end."""
+        """The next frame by priority, then by how long its camera has waited (cameras take turns), once
+        the ready slot is free and the running inference is about to end."""
         with self._changed:
             while not self._stop.is_set():
                 waiting = [f for f in self._feeds.values() if f.slot is not None]
@@ -159,7 +161,7 @@ class Pipeline:
                     self._changed.wait(early)
                     continue
                 if waiting and self._ready is None:
-                    feed = min(waiting, key=lambda f: f.slot.arrived if f.slot else 0.0)
+                    feed = min(waiting, key=CameraFeed.turn)
                     pending, feed.slot = feed.slot, None
                     assert pending is not None
                     return feed, pending
@@ -247,7 +249,7 @@ class Pipeline:
         with self._changed:
             feed.stats.inferred(inference_s * 1000, age_ms)
             feed.stats.counts.events += sum(change.type == "start" for change in changes)
-        feed.tracking = feed.tracker.tracking
+        feed.update_priority()
 
     def _expire(self) -> None:
         now = time.time()
@@ -258,7 +260,7 @@ class Pipeline:
             with self._label_states:
                 for change in feed.tracker.expire(now, force=force):
                     events.publish_change(self._client, self._logger, feed.camera, change, None)
-            feed.tracking = feed.tracker.tracking
+            feed.update_priority()
 
     def republish(self) -> None:
         """Every camera's retained detection switch and label states again, as they are now. Called on

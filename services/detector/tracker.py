@@ -85,6 +85,17 @@ class CameraTracker:
         min_score = self.confirmation.min_score
         return any(t.event is not None or t.sightings(min_score) for t in self.tracks.values())
 
+    @property
+    def confirming(self) -> bool:
+        """A label sighted but not yet confirmed: its next frames decide the time to alert."""
+        min_score = self.confirmation.min_score
+        return any(t.event is None and t.sightings(min_score) for t in self.tracks.values())
+
+    @property
+    def open(self) -> bool:
+        """An event is open: its frames only keep it alive and refine it."""
+        return any(t.event is not None for t in self.tracks.values())
+
     def counts(self, detection: Detection) -> list[str] | None:
         """The object's zones when it counts (size and place), else None."""
         if not self.config.min_area <= detection.area <= self.config.max_area:
