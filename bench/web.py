@@ -1,5 +1,6 @@
 """Web relay benchmark: one camera at 10 fps (640x480 frames of the shared footage), 1, 10 and 50
-concurrent MJPEG viewers of the relay running as its own process.
+concurrent viewers of the live page of the relay running as its own process: each viewer holds what the page
+holds, the camera's MJPEG stream and the page's Server-Sent Events (the cards' clocks, once a second).
 
     .venv/bin/python -m bench.web [--seconds 20] [--viewers 1,10,50]
 
@@ -81,11 +82,34 @@ async def viewer(
         writer.close()
 
 
-async def watch(port: int, cookie: str, viewers: int, seconds: float) -> list[list[tuple[int, float, float]]]:
+async def page_events(port: int, cookie: str, until: float, clocks: list[float]) -> None:
+    """Read the page's event stream as the live page does, recording when each clock message came."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /api/stream HTTP/1.0\r\nHost: bench\r\nCookie: {cookie}\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        while (left := until - time.time()) > 0:
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=left)
+            except TimeoutError:
+                break
+            if line.startswith(b"event: clock"):
+                clocks.append(time.time())
+    finally:
+        writer.close()
+
+
+async def watch(
+    port: int, cookie: str, viewers: int, seconds: float
+) -> tuple[list[list[tuple[int, float, float]]], list[list[float]]]:
     until = time.time() + seconds
     results: list[list[tuple[int, float, float]]] = [[] for _ in range(viewers)]
-    await asyncio.gather(*(viewer(port, cookie, until, parts) for parts in results))
-    return results
+    clocks: list[list[float]] = [[] for _ in range(viewers)]
+    await asyncio.gather(
+        *(viewer(port, cookie, until, parts) for parts in results),
+        *(page_events(port, cookie, until, times) for times in clocks),
+    )
+    return results, clocks
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -145,6 +169,8 @@ def main() -> None:
             "WEB_HOST": "127.0.0.1",
             "WEB_DATA_DIR": str(workdir / "web"),
             "LOG_LEVEL": "WARNING",
+            # Each viewer's page holds two connections (the stream and its events), and so two threads.
+            "WEB_THREADS": str(2 * max(counts) + 10),
         }
     )
     module = "services.web" if args.server == "waitress" else "bench.web_cheroot"
@@ -200,7 +226,7 @@ def main() -> None:
         for count in counts:
             cpu0 = clock_ticks(relay.pid)
             seq0 = publisher.seq
-            results = asyncio.run(watch(port, cookie, count, args.seconds + WARMUP_S))
+            results, clocks = asyncio.run(watch(port, cookie, count, args.seconds + WARMUP_S))
             cpu = clock_ticks(relay.pid) - cpu0
             rss = rss_mb(relay.pid)
             # Judge the steady window: from WARMUP_S after start to shortly before the end.
@@ -221,7 +247,25 @@ def main() -> None:
                 f"| {rss:.1f} ({rss / idle_rss:.2f}x) |",
                 flush=True,
             )
-            phase = {"viewers": count, "shares": shares, "p50_ms": p50, "p95_ms": p95, "rss_mb": rss}
+            # The cards' clocks: the clock messages each page got per second of the steady window.
+            window = (time.time() - args.seconds, time.time() - 1)
+            clock_rates = [
+                len([t for t in times if window[0] <= t < window[1]]) / (window[1] - window[0])
+                for times in clocks
+            ]
+            print(
+                f"  clock messages per page-second, min / mean: {min(clock_rates):.2f} / "
+                f"{statistics.mean(clock_rates):.2f}",
+                flush=True,
+            )
+            phase = {
+                "viewers": count,
+                "shares": shares,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "rss_mb": rss,
+                "clock_per_s_min": min(clock_rates),
+            }
             result.data["phases"].append({**phase, "cpu_s_per_viewer_min": per_viewer_min})
             result.figures += figures(count, phase, delay_base[1], idle_rss)
         print(f"saved {save(result)}")

@@ -172,7 +172,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
         "read": [topics.frame(OWN), topics.detect_set(OWN), topics.detect_state(OWN)],
     },
     "notifier": {
-        "write": [topics.alarm_set(OWN), topics.ARMED_STATE],
+        "write": [topics.alarm_set(OWN), topics.ARMED_STATE, topics.NOTIFIER_STATS],
         "read": [topics.event(OWN, "person"), topics.alarm_result(OWN), topics.ARMED_SET, topics.ARMED_STATE],
     },
     "recorder": {
@@ -193,6 +193,9 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.alarm_result(OWN),
             topics.ARMED_STATE,
             topics.DETECTOR_STATS,
+            topics.NOTIFIER_STATS,
+            topics.RECORDER_STATS,
+            topics.service_status("notifier"),
         ],
     },
     "homeassistant": {
@@ -243,6 +246,7 @@ FORBIDDEN = [
     ("camera", topics.alarm_set(OTHER), False),
     ("camera", topics.alarm_result(OTHER), True),
     ("camera", topics.DETECTOR_STATS, False),
+    ("camera", topics.NOTIFIER_STATS, True),
     ("camera", DISCOVERY, True),
     # The detector: no camera status, no alarm, no commands, no arming. (Frames and info: see
     # test_a_deny_line_also_refuses_reading.)
@@ -253,6 +257,7 @@ FORBIDDEN = [
     ("detector", topics.detect_set(OWN), False),
     ("detector", topics.ARMED_SET, False),
     ("detector", topics.ARMED_STATE, True),
+    ("detector", topics.NOTIFIER_STATS, True),
     ("detector-b", topics.status(OWN), True),
     ("detector-b", topics.alarm_set(OWN), False),
     ("detector-b", topics.ARMED_SET, False),
@@ -276,6 +281,7 @@ FORBIDDEN = [
     ("recorder", topics.detect_set(OWN), False),
     ("recorder", topics.ARMED_SET, False),
     ("recorder", topics.DETECTOR_STATS, False),
+    ("recorder", topics.NOTIFIER_STATS, True),
     ("recorder", topics.service_status("detector"), False),  # not retained: a real detector's may be there
     ("recorder", DISCOVERY, True),
     # The web relay: only its three controls.
@@ -287,6 +293,7 @@ FORBIDDEN = [
     ("web", topics.alarm_result(OWN), True),
     ("web", topics.ARMED_STATE, True),
     ("web", DISCOVERY, True),
+    ("web", topics.NOTIFIER_STATS, True),  # the system page shows the notifier's, it does not make them
     # Home Assistant: its controls and its own discovery prefix, nothing SentryCam's services say.
     ("homeassistant", topics.event(OWN, "person"), False),
     ("homeassistant", topics.label_state(OWN, "person"), True),

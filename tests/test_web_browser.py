@@ -116,19 +116,22 @@ def test_browser_sees_live_pictures_new_events_and_controls(
             raise AssertionError("the live picture did not change in 5 s")
         live.screenshot(path=str(ARTIFACTS / "web-live.png"), full_page=True)
 
-        # Disarm from the page; the state shown follows the retained armed/state.
-        armed = live.locator("#armed")
-        expect(armed).to_have_text("Armed")
+        # Disarm from the page (confirmed in its dialog); the state shown follows the retained armed/state.
+        armed, armed_state = live.locator("#armed"), live.locator("#armed-state")
+        expect(armed_state).to_have_text("Armed")
+        expect(armed).to_have_text("Disarm")
         armed.click()
+        live.locator("#disarm-dialog button.confirm").click()
         assert armed_commands.wait_for(topics.ARMED_SET).payload == b"OFF"
-        expect(armed).to_have_text("Disarmed")
+        expect(armed_state).to_have_text("Disarmed")
+        expect(armed).to_have_text("Arm")
 
         # The detector's person event appears on the timeline that was open all along.
         row = timeline.locator("li.event").first
         expect(row).to_be_visible(timeout=30_000)
         expect(row.locator(".what")).to_contain_text(f"person on {camera}")
         assert timeline.evaluate("window.notReloaded") is True
-        expect(timeline.locator("#armed")).to_have_text("Disarmed")  # the state reached this page too
+        expect(timeline.locator("#armed-state")).to_have_text("Disarmed")  # the state reached this page too
         timeline.wait_for_function(
             "() => { const img = document.querySelector('li.event img');"
             " return img !== null && img.complete && img.naturalWidth > 0; }",
@@ -141,9 +144,9 @@ def test_browser_sees_live_pictures_new_events_and_controls(
 
         # Detection off for this camera, from the live page; the detector confirms on its state topic.
         detect = card.locator("button.detect")
-        expect(detect).to_have_text("Detection ON")
+        expect(detect).to_have_text("Turn detection off")
         detect.click()
-        expect(detect).to_have_text("Detection OFF")
+        expect(detect).to_have_text("Turn detection on")
 
         # The camera dies: the broker sends its Last Will and the card says offline.
         camera_process.kill()

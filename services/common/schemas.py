@@ -39,6 +39,7 @@ MAX_NAME_CHARS = 64  # labels, zone names, tones, versions, instance names
 MAX_TEXT_CHARS = 256  # free text: a camera's source and its error
 MAX_ZONES = 32
 MAX_STATS_CAMERAS = 1000  # cameras in one DetectorStats
+MAX_STATS_CHANNELS = 64  # channels in one NotifierStats
 # The snapshot in an event, base64: room is left for the other (bounded) fields, so that an event always fits
 # the broker's message_size_limit (MAX_FRAME_BYTES). MAX_SNAPSHOT_BYTES is the largest JPEG that fits.
 MAX_SNAPSHOT_CHARS = MAX_FRAME_BYTES - 64 * 1024
@@ -376,6 +377,24 @@ class RecorderStats(Message):
     files_deleted: int = 0
     frames_bad_camera_id: int = 0
     messages_bad: int = 0
+
+
+class NotifierChannelStats(BaseModel):
+    # "email", "push 2 (tgram)": never a push URL, which holds secrets.
+    channel: Name
+    pending: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0, description="Given up (older than NOTIFY_MAX_AGE).")
+    sent: int = Field(0, ge=0, description="Sent, of the alerts the outbox keeps (30 days).")
+    last_sent_at: EpochSeconds | None = None
+    last_error: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+
+
+class NotifierStats(Message):
+    """``sentrycam/notifier/stats``, retained: on connect and when a figure changes (at most every few s)."""
+
+    published_at: EpochSeconds
+    channels: list[NotifierChannelStats] = Field(max_length=MAX_STATS_CHANNELS)
+    bad_input: int = 0
 
 
 def dumps(obj: object) -> bytes:

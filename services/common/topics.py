@@ -19,6 +19,11 @@ ARMED_SET = "sentrycam/armed/set"
 ARMED_STATE = "sentrycam/armed/state"
 DETECTOR_STATS = "sentrycam/detector/stats"
 RECORDER_STATS = "sentrycam/recorder/stats"
+NOTIFIER_STATS = "sentrycam/notifier/stats"
+# Every service's status and every service's stats (the web relay's system page): sentrycam/<service>/...,
+# neither overlapping sentrycam/armed/state.
+ALL_SERVICE_STATUS = "sentrycam/+/status"
+ALL_SERVICE_STATS = "sentrycam/+/stats"
 
 ALL_FRAMES = "cam/+/frame"
 ALL_INFO = "cam/+/info"

@@ -39,3 +39,6 @@ PUSH_READ_TIMEOUT_S = 10.0
 EMAIL_CHANNEL = "email"
 # The longest one push send takes with our timeouts: how long a stop waits for a send under way.
 PUSH_SEND_MAX_S = PUSH_CONNECT_TIMEOUT_S + PUSH_READ_TIMEOUT_S
+# How often the outbox is read for sentrycam/notifier/stats, published when a figure changed: the page that
+# shows it is at most this late, and an idle notifier publishes nothing.
+STATS_CHECK_S = 2.0

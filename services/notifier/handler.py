@@ -29,6 +29,7 @@ from services.notifier.outbox import open_outbox, redelivered_unless_stored
 from services.notifier.push import Pusher, push_channels
 from services.notifier.sender import EmailTransport, Sender, Transport
 from services.notifier.settings import NotifierSettings, QuietRange
+from services.notifier.stats import StatsPublisher
 
 
 def in_quiet_hours(ranges: list[QuietRange], moment: datetime) -> bool:
@@ -84,6 +85,11 @@ class Notifier(ServiceHandler[NotifierSettings]):
         )
         self._last_alert = self._outbox.last_alert_times()
         self._threads: list[threading.Thread] = []
+        # Each channel by the name the log says ("email", "push 2 (tgram)"): never a push URL.
+        names = {
+            transport.key: transport.to.removeprefix(" to ") or "email" for transport in self._transports
+        }
+        self._stats = StatsPublisher(self._outbox, client, names, lambda: self.bad_input, logger)
 
     def _make_transports(self) -> list[Transport]:
         transports: list[Transport] = []
@@ -122,6 +128,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
         self._run_thread(lambda: self._arming.arm_by_default(self._stop), "default-arming")
         for sender, transport in zip(self._senders, self._transports, strict=True):
             self._run_thread(sender.run, f"sender-{transport.key}")
+        self._run_thread(lambda: self._stats.run(self._stop), "stats")
         pending = self._outbox.counts().get("pending", 0)
         pushes = [transport.to.removeprefix(" to ") for transport in self._transports if transport.to]
         self.logger.info(
@@ -151,6 +158,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
 
     def on_connect(self) -> None:
         self._arming.on_connect()
+        self._stats.publish()
 
     # ---- events
 

@@ -195,6 +195,18 @@ class Outbox:
             rows = self._db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status").fetchall()
         return {status: int(count) for status, count in rows}
 
+    def channel_figures(self) -> dict[str, tuple[int, int, int, float | None, str | None]]:
+        """Per channel: pending, expired and sent rows, the last send, and the error of the newest alert that
+        failed (still retried, or given up); for the notifier's stats."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT channel, SUM(status = 'pending'), SUM(status = 'expired'), SUM(status = 'sent'),"
+                " MAX(sent_at), (SELECT reason FROM alerts AS failed WHERE failed.channel = alerts.channel"
+                " AND (status = 'expired' OR (status = 'pending' AND attempts > 0)) ORDER BY id DESC LIMIT 1)"
+                " FROM alerts GROUP BY channel"
+            ).fetchall()
+        return {row[0]: (int(row[1]), int(row[2]), int(row[3]), row[4], row[5]) for row in rows}
+
     def prune(self, now: float) -> int:
         with self._lock:
             cursor = self._db.execute(

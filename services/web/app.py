@@ -1,7 +1,8 @@
 """The Flask app: pages, JSON API, live streams and Server-Sent Events, all behind the owner's login.
 
 Each blueprint states who may use it (``blueprints/access.py``): ``auth`` is public, ``pages`` send
-strangers to the login, ``api``, ``live``, ``media`` and ``stream`` answer them with a plain 401.
+strangers to the login, ``api``, ``live``, ``media`` and ``stream`` answer them with a plain 401;
+``system`` has one blueprint of each kind (its page and its JSON).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from services.common.logs import RateLimitedLog
 from services.common.scores import percent
 from services.web.auth import LoginLimiter, Owner, Sessions
-from services.web.blueprints import access, api, auth, live, media, pages, stream
+from services.web.blueprints import access, api, auth, live, media, pages, stream, system
 from services.web.blueprints.common import EXTENSION, WebContext
 from services.web.const import LOGIN_CHECKS, MAX_REQUEST_BYTES, SESSION_DAYS
 
@@ -66,6 +67,8 @@ def create_app(relay: WebRelay, secret_key: str, sessions: Sessions) -> Flask:
         live.blueprint,
         media.blueprint,
         stream.blueprint,
+        system.blueprint,
+        system.api_blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

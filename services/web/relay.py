@@ -36,6 +36,7 @@ from services.web.live import FrameHub
 from services.web.recordings import open_record_dir
 from services.web.server import WaitressServer, WebServer
 from services.web.settings import WebSettings
+from services.web.system import SystemState
 from services.web.writer import EventWriter
 
 
@@ -73,6 +74,8 @@ class WebRelay(ServiceHandler[WebSettings]):
         self.record_dir = open_record_dir(settings)  # None: no playback
         data = open_data_dir(settings, logger)
         self.store = data.store
+        record_root = self.record_dir.root if self.record_dir else None
+        self.system = SystemState(settings.web_data_dir, self.store.snapshot_dir, record_root)
         self.writer = EventWriter(self.store, logger, on_stored=self._event_stored, on_bad=self._bad)
         self.app = create_app(self, data.secret_key, data.sessions)
         try:
@@ -93,6 +96,9 @@ class WebRelay(ServiceHandler[WebSettings]):
             topics.ALL_CAMERA_STATES: Route(self._on_camera_state, qos=1),
             topics.ALL_ALARM_RESULTS: Route(self._on_alarm_result, qos=1),
             topics.ARMED_STATE: Route(self._on_armed_state, qos=1),
+            # The system page: sentrycam/<service>/status and .../stats (neither overlaps armed/state).
+            topics.ALL_SERVICE_STATUS: Route(self._on_system, qos=1),
+            topics.ALL_SERVICE_STATS: Route(self._on_system, qos=0),
         }
 
     def start(self) -> None:
@@ -105,6 +111,9 @@ class WebRelay(ServiceHandler[WebSettings]):
         next_retention = next_open_check = 0.0
         while not stop.wait(1.0):
             self.check_broker()
+            clocks = self.views.fresh_frame_times()
+            if clocks:  # the cards' clocks: the capture time of each camera's newest frame
+                self.broadcaster.send("clock", clocks)
             if time.monotonic() >= next_open_check:
                 self.close_silent_events()
                 next_open_check = time.monotonic() + OPEN_EVENT_CHECK_S
@@ -145,6 +154,7 @@ class WebRelay(ServiceHandler[WebSettings]):
             return
         for event in closed:
             self.broadcaster.send("event", event)
+            self._camera_changed(self.views.end_box(event.camera, event.label))
 
     def _apply_retention(self) -> None:
         try:
@@ -273,7 +283,7 @@ class WebRelay(ServiceHandler[WebSettings]):
     def _on_label_state(self, camera: str, message: mqtt.MQTTMessage) -> None:
         """``cam/<id>/<label>/state``: OFF closes that label's open events. The detector publishes it at
         every event's end and, retained, for every label of a camera when it (re)starts, so an event whose
-        end was lost is closed at the latest when the detector comes back. ON: the events say more."""
+        end was lost is closed at the latest when the detector comes back. Both set the "now" badges."""
         label = topics.label_of_state(message.topic)
         payload = bytes(message.payload)
         if label is None or not payload:  # another state topic; a cleared retained message
@@ -283,6 +293,7 @@ class WebRelay(ServiceHandler[WebSettings]):
         except schemas.BadPayload as error:
             self._bad(message.topic, str(error))
             return
+        self._camera_changed(self.views.label_state(camera, label, on))
         if not on:
             # Applied by the writer after the event messages that came before it; acknowledged once done.
             self.writer.label_off(camera, label, self.client.hold_ack(message))
@@ -295,12 +306,19 @@ class WebRelay(ServiceHandler[WebSettings]):
             return
         self.broadcaster.send("armed", {"armed": self.armed})
 
+    def _on_system(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.system.on_message(message.topic, bytes(message.payload), bool(message.retain))
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
+
     def _on_event(self, message: mqtt.MQTTMessage, payload: bytes) -> None:
         try:
             event = schemas.DetectionEvent.parse_on(message.topic, payload)
         except schemas.BadPayload as error:
             self._bad(message.topic, str(error))
             return  # acknowledged: the same bytes would be just as bad again
+        self._camera_changed(self.views.event_box(event))
         # Acknowledged by the writer once stored, so a failed write brings the event again.
         self.writer.put(event, self.client.hold_ack(message))
 

@@ -24,11 +24,64 @@
     }
   }
 
+  // The state is said next to the button; the button says what it will do. Disarming asks first, in a
+  // dialog of the page (Escape or Cancel leaves it armed).
+  const armedState = document.getElementById("armed-state");
+  const disarmDialog = document.getElementById("disarm-dialog");
   function showArmed(state) {
-    armedButton.dataset.armed = state || "";
-    armedButton.textContent = state === "OFF" ? "Disarmed" : state === "ON" ? "Armed" : "Armed: ?";
+    armedButton.dataset.armed = armedState.dataset.armed = state || "";
+    armedState.textContent = state === "OFF" ? "Disarmed" : state === "ON" ? "Armed" : "Armed: ?";
+    armedButton.textContent = state === "OFF" ? "Arm" : "Disarm";
   }
-  armedButton.addEventListener("click", () => post("/api/armed", { armed: armedButton.dataset.armed === "OFF" }));
+  armedButton.addEventListener("click", () => {
+    if (armedButton.dataset.armed === "OFF") { post("/api/armed", { armed: true }); return; }
+    disarmDialog.returnValue = "";
+    disarmDialog.showModal();
+  });
+  disarmDialog.addEventListener("close", () => {
+    if (disarmDialog.returnValue === "disarm") post("/api/armed", { armed: false });
+  });
+
+  // Times on the cards: hh:mm:ss of the frame's capture, hh:mm of when an offline camera was last seen.
+  const two = (n) => String(n).padStart(2, "0");
+  function clockText(epoch, seconds) {
+    const d = new Date(epoch * 1000);
+    return `${two(d.getHours())}:${two(d.getMinutes())}` + (seconds ? `:${two(d.getSeconds())}` : "");
+  }
+  // The picture element takes the frame's own shape: the decoded picture's size once there is one (the
+  // info's size is what the camera was asked for), else the info's.
+  function fitPicture(card, info) {
+    const img = card.querySelector("img.live");
+    const [w, h] = img.naturalWidth ? [img.naturalWidth, img.naturalHeight] : [info && info.width, info && info.height];
+    if (w && h) card.querySelector(".picture").style.aspectRatio = `${w} / ${h}`;
+  }
+  function sinceText(epoch) { // hh:mm, with the day when it was not today
+    const d = new Date(epoch * 1000);
+    const today = d.toDateString() === new Date().toDateString();
+    return (today ? "" : d.toLocaleDateString() + " ") + clockText(epoch, false);
+  }
+  function showClock(card, epoch) {
+    const clock = card.querySelector("time.clock");
+    fitPicture(card, null);
+    if (!epoch) return;
+    clock.dateTime = new Date(epoch * 1000).toISOString();
+    clock.textContent = clockText(epoch, true);
+  }
+
+  // The boxes of the open events, drawn by the browser over the picture (normalized 0-1, as the detector
+  // sends them), so the stream itself stays the camera's bytes. Hidden per camera by its switch.
+  const SVG = "http://www.w3.org/2000/svg";
+  function showBoxes(card, boxes) {
+    const svg = card.querySelector("svg.boxes");
+    const shapes = Object.entries(boxes || {}).map(([label, [x0, y0, x1, y1]]) => {
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", x0); rect.setAttribute("y", y0);
+      rect.setAttribute("width", x1 - x0); rect.setAttribute("height", y1 - y0);
+      rect.dataset.label = label;
+      return rect;
+    });
+    svg.replaceChildren(...shapes);
+  }
 
   // What the camera did with the alarm command, shown next to the button after a press: the first result
   // newer than the one known at the press (the camera says it retained on cam/<id>/alarm/result; `said` is
@@ -66,12 +119,22 @@
     card.querySelector(".badge").textContent = cam.online ? "online" : "offline";
     const info = cam.info || {};
     card.querySelector(".size").textContent = info.width ? `${info.width}×${info.height}` : "";
+    fitPicture(card, info);
+    const seen = card.querySelector(".seen");
+    seen.hidden = cam.online;
+    seen.textContent = cam.online ? "" : cam.last_seen ? `offline since ${sinceText(cam.last_seen)}` : "offline";
+    const now = card.querySelector(".now");
+    now.hidden = !(cam.now || []).length;
+    now.textContent = (cam.now || []).map((label) => `${label} now`).join(" · ");
+    showBoxes(card, cam.boxes);
+    showClock(card, cam.captured_at);
     const detect = card.querySelector("button.detect");
     detect.dataset.state = cam.detect || "";
-    detect.textContent = "Detection " + (cam.detect || "?");
+    detect.textContent = cam.detect === "OFF" ? "Turn detection on" : cam.detect === "ON" ? "Turn detection off" : "Detection: ?";
     const alarm = card.querySelector("button.alarm");
     alarm.dataset.state = cam.alarm || "";
     alarm.textContent = cam.alarm === "ON" ? "Stop alarm" : "Sound alarm";
+    detect.disabled = alarm.disabled = !cam.online; // an offline camera cannot act on them
     showAlarmResult(card, cam);
     if (document.readyState === "complete") showPictures();
   }
@@ -81,8 +144,24 @@
       post(`/api/cameras/${id}/detect`, { enabled: e.target.dataset.state === "OFF" }));
     card.querySelector("button.alarm").addEventListener("click", (e) =>
       pressAlarm(card, id, e.target.dataset.state === "ON" ? "OFF" : "ON"));
+    // The picture takes the frame's own shape (also before the camera's info says it), and a click shows
+    // it, boxes and all, on the whole screen.
+    const picture = card.querySelector(".picture");
+    picture.addEventListener("click", () => {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else if (picture.requestFullscreen) picture.requestFullscreen().catch(() => {});
+    });
+    const boxesSwitch = card.querySelector("input.show-boxes");
+    const boxesKey = `sentrycam.boxes.${id}`;
+    boxesSwitch.checked = localStorage.getItem(boxesKey) !== "off";
+    card.classList.toggle("no-boxes", !boxesSwitch.checked);
+    boxesSwitch.addEventListener("change", () => {
+      localStorage.setItem(boxesKey, boxesSwitch.checked ? "on" : "off");
+      card.classList.toggle("no-boxes", !boxesSwitch.checked);
+    });
     // A stream that broke (relay restart) is reopened.
     const img = card.querySelector("img.live");
+    img.addEventListener("load", () => fitPicture(card, null));
     img.addEventListener("load", () => img.classList.remove("broken"));
     img.addEventListener("error", () => {
       img.classList.add("broken");
@@ -169,5 +248,11 @@
   source.addEventListener("broker", (m) => { brokerLost.hidden = JSON.parse(m.data).connected; });
   source.addEventListener("armed", (m) => showArmed(JSON.parse(m.data).armed));
   source.addEventListener("camera", (m) => showCamera(JSON.parse(m.data)));
+  source.addEventListener("clock", (m) => {
+    Object.entries(JSON.parse(m.data)).forEach(([id, epoch]) => {
+      const card = document.querySelector(`.camera[data-camera="${id}"]`);
+      if (card) showClock(card, epoch);
+    });
+  });
   source.addEventListener("event", (m) => showEvent(JSON.parse(m.data)));
 })();
