@@ -9,8 +9,9 @@ _OLD_COLUMNS = (
     "id, event_id, camera, label, score, started_at, snapshot, status, reason, attempts, next_attempt_at,"
     " created_at, sent_at"
 )
-_NEW_TABLE = """
-CREATE TABLE alerts (
+# The alerts table as it is now (outbox.SCHEMA makes it in a new file).
+ALERTS_TABLE = """
+CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -41,7 +42,7 @@ def add_channels(db: sqlite3.Connection) -> bool:
     try:
         # SQLite cannot drop the old UNIQUE (event_id): the table is made again and the rows copied.
         db.execute("ALTER TABLE alerts RENAME TO alerts_before_channels")
-        db.execute(_NEW_TABLE)
+        db.execute(ALERTS_TABLE)
         db.execute(
             f"INSERT INTO alerts ({_OLD_COLUMNS}, channel)"  # noqa: S608  # constants only
             f" SELECT {_OLD_COLUMNS}, 'email' FROM alerts_before_channels"

@@ -40,28 +40,14 @@ NO_CHANNEL = "none"
 # Rows this old are deleted at start, so the outbox does not grow for ever.
 KEEP_S = 30 * 24 * 3600
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    camera TEXT NOT NULL,
-    label TEXT NOT NULL,
-    score REAL NOT NULL,
-    started_at REAL NOT NULL,
-    snapshot BLOB,
-    status TEXT NOT NULL,
-    reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL,
-    created_at REAL NOT NULL,
-    sent_at REAL,
-    UNIQUE (event_id, channel)
-);
+SCHEMA = (
+    migrate.ALERTS_TABLE
+    + """;
 CREATE INDEX IF NOT EXISTS alerts_due ON alerts (channel, status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS arming (id INTEGER PRIMARY KEY, at REAL NOT NULL, armed INTEGER NOT NULL);
 """
+)
 
 
 @dataclass(frozen=True)

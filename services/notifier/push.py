@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import apprise
 from apprise.attachment.memory import AttachMemory
 
-from services.common.scores import percent
 from services.common.service import StartupError
 from services.notifier.const import PUSH_CONNECT_TIMEOUT_S, PUSH_READ_TIMEOUT_S
-from services.notifier.mailer import SendError, attachment_name, event_url, local_time, subject
+from services.notifier.mailer import SendError, attachment_name, subject, text_body
 from services.notifier.outbox import Alert
 from services.notifier.settings import NotifierSettings
 
@@ -79,21 +78,6 @@ def push_channels(settings: NotifierSettings) -> list[PushChannel]:
     return channels
 
 
-def push_text(alert: Alert, base_url: str | None) -> str:
-    """Plain text, short enough for a phone's notification: what, where, when, and the event's page."""
-    lines = [
-        f"A {alert.label.replace('_', ' ')} was seen by camera {alert.camera}.",
-        f"Time: {local_time(alert.started_at)}",
-        f"Score: {percent(alert.score)}",
-    ]
-    url = event_url(base_url, alert.event_id)
-    if url:
-        lines.append(f"Event: {url}")
-    if alert.snapshot is None:
-        lines.append("(The event carried no usable snapshot.)")
-    return "\n".join(lines)
-
-
 class Pusher:
     """Sends one alert to one push channel per call, on the calling thread; SendError when it was not
     delivered. The plugin is made anew for each alert: a kept one would wait out Apprise's own throttle
@@ -122,7 +106,7 @@ class Pusher:
         with _capture() as lines:
             try:
                 delivered = plugin.notify(
-                    body=push_text(alert, self._base_url), title=subject(alert), attach=attach
+                    body=text_body(alert, self._base_url).rstrip(), title=subject(alert), attach=attach
                 )
             except Exception as error:  # a plugin's bug must not stop the channel's thread
                 lines.append(f"{type(error).__name__}: {error}")
