@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from playwright.sync_api import Browser, Page, Route, ViewportSize, expect
 
 from scripts.localbroker import LocalBroker, free_port
 from services.common import topics
@@ -245,3 +245,43 @@ def check_alarm_feedback(page: Page, cool: str, failing: str, *, pressed_before:
         box, viewport = shown.bounding_box(), page.viewport_size
         assert box is not None and viewport is not None
         assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]  # on the screen, also a phone's
+
+
+def test_an_event_stored_before_the_live_stream_connects_still_shows_on_the_timeline(
+    broker: LocalBroker,
+    service: Callable[[str, dict[str, str]], ServiceProcess],
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """The timeline is rendered, then the event stream connects: an event stored in between was sent to no
+    one (the suite once caught it, as a timeline saying "No events" under load). The stream's requests are
+    held here, the event is stored meanwhile, then the stream connects and the event must appear."""
+    base = start_relay(broker, service, tmp_path / "web")
+    camera, event_id = "web-late-stream", "web-late-stream-1-person"
+    context = browser.new_context()
+    publisher = Collector(broker)
+    try:
+        page = context.new_page()
+        browser_log_in(page, base)
+        held: list[Route] = []
+        page.route("**/api/stream", lambda route: held.append(route))  # noqa: PLW0108  # Playwright wants a Python function
+        page.goto(f"{base}/events")
+        expect(page.locator("#no-events")).to_be_visible()
+        publisher.publish(
+            topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[0])
+        )
+        stored = page.request.get(f"{base}/api/events/{event_id}")
+        for _ in range(100):  # Playwright's calls, not a sleep, let its handlers (the route) run meanwhile
+            if stored.ok and held:
+                break
+            page.wait_for_timeout(50)
+            stored = page.request.get(f"{base}/api/events/{event_id}")
+        assert stored.ok and held, (stored.status, held)
+        expect(page.locator(f'li.event[data-event="{event_id}"]')).to_have_count(0)
+        for route in held:
+            route.continue_()
+        expect(page.locator(f'li.event[data-event="{event_id}"] .what')).to_have_text(f"person on {camera}")
+        expect(page.locator("#no-events")).to_be_hidden()
+    finally:
+        context.close()
+        publisher.close()

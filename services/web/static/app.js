@@ -237,7 +237,14 @@
   const brokerLost = document.getElementById("broker-lost");
   const relayLost = document.getElementById("relay-lost");
   const source = new EventSource("/api/stream");
-  source.addEventListener("open", () => { relayLost.hidden = true; });
+  source.addEventListener("open", () => {
+    relayLost.hidden = true;
+    // Events stored between this page's rendering and the stream's (re)connection were sent to no one:
+    // the latest page of events again (showEvent keeps those already shown, and the page's filters).
+    if (timeline) {
+      fetch("/api/events").then((r) => (r.ok ? r.json() : [])).then((list) => list.reverse().forEach(showEvent));
+    }
+  });
   source.addEventListener("error", () => { relayLost.hidden = false; });
   source.addEventListener("status", (m) => {
     const s = JSON.parse(m.data);
