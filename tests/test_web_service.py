@@ -244,18 +244,15 @@ def test_a_relative_data_dir_serves_snapshots_and_thumbnails(
     relay = service("web", env)
     port = int(env["WEB_PORT"])
     relay.wait_for_log("serving on")
+    relay.wait_for_log("connected to")  # said once its subscriptions are acknowledged
     publisher = Collector(broker)
     try:
         cookie = http_session(port)
-
-        def stored() -> bool:
-            # Sent again until stored: the relay may not have subscribed yet (the store takes an id once).
-            publisher.publish(
-                topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[0])
-            )
-            return http_get(port, f"/events/{event_id}", cookie)[0] == 200
-
-        wait_until(stored, what="the event stored")
+        # Sent once: a copy sent again would replace the pictures under new names while they are fetched.
+        publisher.publish(
+            topics.event(camera, "person"), detection_event(camera, event_id, footage_frames()[0])
+        )
+        wait_until(lambda: http_get(port, f"/events/{event_id}", cookie)[0] == 200, what="the event stored")
         for picture in ("snapshot.jpg", "thumb.jpg"):
             status, body = http_get(port, f"/events/{event_id}/{picture}", cookie)
             assert status == 200, (picture, status, relay.log)
