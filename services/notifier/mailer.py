@@ -43,33 +43,33 @@ def event_url(base_url: str | None, event_id: str) -> str | None:
     return f"{base_url}/events/{event_id}" if base_url else None
 
 
+NO_SNAPSHOT = "(The event carried no usable snapshot.)"
+
+
+def facts(alert: Alert, base_url: str | None) -> list[tuple[str, str]]:
+    """What both parts say after their first line: time, score and, when WEB_BASE_URL is set, the link."""
+    found = [("Time", local_time(alert.started_at)), ("Score", percent(alert.score))]
+    url = event_url(base_url, alert.event_id)
+    return [*found, ("Event", url)] if url else found
+
+
 def text_body(alert: Alert, base_url: str | None) -> str:
     """The plain text part: no markup, the same facts as the HTML part."""
-    lines = [
-        f"A {alert.label.replace('_', ' ')} was seen by camera {alert.camera}.",
-        f"Time: {local_time(alert.started_at)}",
-        f"Score: {percent(alert.score)}",
-    ]
-    url = event_url(base_url, alert.event_id)
-    if url:
-        lines.append(f"Event: {url}")
+    lines = [f"A {alert.label.replace('_', ' ')} was seen by camera {alert.camera}."]
+    lines += [f"{name}: {value}" for name, value in facts(alert, base_url)]
     if alert.snapshot is None:
-        lines.append("(The event carried no usable snapshot.)")
+        lines.append(NO_SNAPSHOT)
     return "\n".join(lines) + "\n"
 
 
 def html_body(alert: Alert, base_url: str | None) -> str:
     what = html.escape(alert.label.replace("_", " "))
-    lines = [
-        f"A {what} was seen by camera <b>{html.escape(alert.camera)}</b>.",
-        f"Time: {html.escape(local_time(alert.started_at))}",
-        f"Score: {html.escape(percent(alert.score))}",
-    ]
-    url = event_url(base_url, alert.event_id)
-    if url:
-        lines.append(f'Event: <a href="{html.escape(url)}">{html.escape(url)}</a>')
+    lines = [f"A {what} was seen by camera <b>{html.escape(alert.camera)}</b>."]
+    for name, value in facts(alert, base_url):
+        shown = html.escape(value)
+        lines.append(f'{name}: <a href="{shown}">{shown}</a>' if name == "Event" else f"{name}: {shown}")
     if alert.snapshot is None:
-        lines.append("(The event carried no usable snapshot.)")
+        lines.append(NO_SNAPSHOT)
     return "<html><body>\n" + "<br>\n".join(lines) + "\n</body></html>\n"
 
 
