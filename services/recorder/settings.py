@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from services.common.jpeg import MAX_IMAGE_PIXELS
 from services.common.settings import AbsolutePath, CommaList, ServiceSettings
 from services.common.topics import label_slug, validate_camera_id
 
@@ -56,7 +57,7 @@ class RecorderSettings(ServiceSettings):
         "first, then the oldest clips; empty = no limit.",
     )
     record_max_frame_pixels: int = Field(
-        40_000_000, ge=1, description="Frames with more pixels than this are refused as bad input."
+        MAX_IMAGE_PIXELS, ge=1, description="Frames with more pixels than this are refused as bad input."
     )
     record_stats_interval: float = Field(
         30.0, gt=0.0, le=3600.0, description="Seconds between sentrycam/recorder/stats messages."
