@@ -50,8 +50,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import detector_decode
-from bench.results import Figure, Result, save
+from bench import detector_decode, detector_tracker
+from bench.results import Figure, Result, replace_part, save
 from scripts.localbroker import LocalBroker
 from services.common import schemas, topics
 from services.detector.model import Detector
@@ -723,7 +723,7 @@ def main() -> None:
     parser.add_argument("--overdrive", type=float, default=1.25, help="publish rate / bare inference rate")
     parser.add_argument(
         "--only",
-        choices=["pipeline", "latency", "motion", "gate", "contention", "decode"],
+        choices=["pipeline", "latency", "motion", "gate", "contention", "decode", "tracker"],
         help="run one part",
     )
     args = parser.parse_args()
@@ -752,6 +752,12 @@ def main() -> None:
             broker.stop()
     if args.only in (None, "decode"):
         figures += part_decode(frames, args.threads, min(args.seconds, 3.0))
+    if args.only in (None, "tracker"):
+        model = Detector(MODEL, MODEL_DIR / "labelmap.txt", args.threads)
+        figures += detector_tracker.part_tracker(model, frames[150])
+    if args.only == "tracker":
+        print(f"saved {replace_part('detector', 'tracker:', figures)}")
+        return
     if args.only is not None:
         # One part would replace the whole run's saved figures: only a whole run is saved.
         print("not saved: --only runs one part")

@@ -74,3 +74,15 @@ def save(result: Result, directory: Path = RESULTS_DIR) -> Path:
 def load(directory: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     """Every saved result, by benchmark name."""
     return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+
+
+def replace_part(benchmark: str, prefix: str, figures: list[Figure], directory: Path = RESULTS_DIR) -> Path:
+    """Put one part's figures (each named ``prefix...``) into a saved result, in place of that part's
+    earlier ones, leaving the rest of the run as it was; the part's date is kept beside them."""
+    path = directory / f"{benchmark}.json"
+    record = json.loads(path.read_text())
+    kept = [figure for figure in record["figures"] if not figure["name"].startswith(prefix)]
+    record["figures"] = kept + [asdict(figure) for figure in figures]
+    record.setdefault("parts", {})[prefix] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path

@@ -49,7 +49,43 @@ def find_mosquitto() -> str:
     raise FileNotFoundError(MOSQUITTO_MISSING)
 
 
+# Servers here take their ports below Linux's ephemeral range (32768-60999): a port kept across a restart (a
+# broker or a receiver stopped and started again) is never taken meanwhile by an outgoing connection's local
+# port. Each pytest-xdist worker (gw0, gw1, ...) has a block of its own: workers never hand out the same one.
+PORT_BLOCK_START, PORT_BLOCK_SIZE, PORT_BLOCKS = 20000, 1500, 8
+_next_port_offset = secrets.randbelow(PORT_BLOCK_SIZE)
+# A block belongs to the first process of its worker that loaded this module. Its children (a runner a test
+# starts) inherit the worker's name but not its counter, and would hand out again a port the parent already
+# gave away and nobody has bound yet (the runner's admin listener took the port its broker was told to use).
+PORT_OWNER_ENV = "SENTRYCAM_PORT_OWNER"  # "<worker>:<pid>"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_owner = os.environ.get(PORT_OWNER_ENV)
+if _owner is None or _owner.partition(":")[0] != _WORKER:
+    os.environ[PORT_OWNER_ENV] = f"{_WORKER}:{os.getpid()}"
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on now, from this process's block (a child of the block's owner: one
+    the kernel picks); each call a different one."""
+    global _next_port_offset  # noqa: PLW0603  # one counter per process is the point
+    worker = _WORKER.removeprefix("gw")
+    block = int(worker) if worker.isdigit() else 0
+    if block >= PORT_BLOCKS or os.environ.get(PORT_OWNER_ENV) != f"{_WORKER}:{os.getpid()}":
+        return _any_free_port()
+    start = PORT_BLOCK_START + block * PORT_BLOCK_SIZE
+    for _ in range(PORT_BLOCK_SIZE):
+        port = start + _next_port_offset
+        _next_port_offset = (_next_port_offset + 1) % PORT_BLOCK_SIZE
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still held by a closing connection
+            return port
+    return _any_free_port()
+
+
+def _any_free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -100,7 +100,9 @@ NO_MODEL_HINT = (
 
 def detector_env(broker: LocalBroker, config: dict[str, str]) -> dict[str, str] | None:
     """The detector's login, plus a model: DETECTOR_MODEL, models/detect.tflite, or the shared dev model."""
-    env = broker.env("detector")
+    # Zones saved from the web page's editor go next to the broker's files, in the run dir.
+    data_dir = config.get("DETECTOR_DATA_DIR") or str(broker.workdir.parent / "detector")
+    env = {**broker.env("detector"), "DETECTOR_DATA_DIR": data_dir}
     if config.get("DETECTOR_MODEL") or (REPO_ROOT / "models" / "detect.tflite").is_file():
         return env
     if SHARED_MODEL.is_file():

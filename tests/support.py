@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +95,10 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     return path
 
 
+# The box of the test events' person (normalized x0, y0, x1, y1), where the web tests look for it.
+EVENT_BOX = (0.41, 0.22, 0.55, 0.93)
+
+
 def detection_event(
     camera: str,
     event_id: str,
@@ -119,11 +123,49 @@ def detection_event(
         label=label,
         score=score,
         top_score=score if top_score is None else top_score,
-        box=(0.41, 0.22, 0.55, 0.93),
+        box=EVENT_BOX,
         started_at=started,
         ended_at=ended_at if kind == "end" else None,
         frame_time=started,
         detected_at=started + 0.03,
+        snapshot=schemas.DetectionEvent.encode_snapshot(snapshot) if snapshot else None,
+    ).to_json()
+
+
+def tracked_event(
+    camera: str,
+    event_id: str,
+    objects: list[schemas.TrackedObject],
+    zones: list[str] | None = None,
+    *,
+    kind: str = "start",
+    label: str = "person",
+    started_at: float,
+    frame_time: float | None = None,
+    snapshot: bytes | None = None,
+) -> bytes:
+    """A detector's event message listing its tracked objects, as the detector sends it: the best object's
+    box and score, ``zones`` every zone entered so far (by default those its objects stand in), the frame
+    it describes at ``frame_time`` (by default the last sighting), an end at that frame."""
+    best = max(objects, key=lambda tracked: tracked.score, default=None)
+    if frame_time is None:
+        frame_time = max(tracked.last_seen for tracked in objects)
+    if zones is None:
+        zones = list(dict.fromkeys(zone for tracked in objects for zone in tracked.zones))
+    return schemas.DetectionEvent(
+        type=kind,
+        event_id=event_id,
+        camera=camera,
+        label=label,
+        score=best.score if best else 0.8,
+        top_score=best.score if best else 0.8,
+        box=best.box if best else EVENT_BOX,
+        zones=zones,
+        objects=objects,
+        started_at=started_at,
+        ended_at=frame_time if kind == "end" else None,
+        frame_time=frame_time,
+        detected_at=frame_time + 0.03,
         snapshot=schemas.DetectionEvent.encode_snapshot(snapshot) if snapshot else None,
     ).to_json()
 
@@ -286,15 +328,18 @@ class Collector:
             self.publish(topic, b"", retain=True)
 
     @contextmanager
-    def streaming(self, camera: str, fps: float = 10.0) -> Iterator[None]:
-        """Publish footage frames in a loop at ``fps`` while the block runs."""
+    def streaming(
+        self, camera: str, fps: float = 10.0, frames: Sequence[bytes] | None = None
+    ) -> Iterator[None]:
+        """Publish ``frames`` (default: footage, 4 s of distinct pictures) in a loop at ``fps`` while the
+        block runs, each captured now."""
         stop = threading.Event()
+        pictures = frames if frames is not None else footage_frames(count=40, step=2)
 
         def run() -> None:
-            frames = footage_frames(count=40, step=2)  # 4 s of distinct pictures before the loop
             index = 0
             while not stop.wait(1 / fps):
-                self.frame(camera, frames[index % len(frames)])
+                self.frame(camera, pictures[index % len(pictures)])
                 index += 1
 
         thread = threading.Thread(target=run, daemon=True)

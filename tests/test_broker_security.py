@@ -110,8 +110,9 @@ def retained_on(broker: LocalBroker, topic: str) -> list[bytes]:
         reader.close()
 
 
-# The cameras of the ACL tests on the session broker: their logins are made once, on first use.
-OWN, OTHER = unique_camera("own"), unique_camera("other")
+# The cameras of the ACL tests on the session broker: their logins are made once, on first use. Their
+# names are fixed (no other test uses them), so that every pytest-xdist worker collects the same tests.
+OWN, OTHER = "acl-own", "acl-other"
 DISCOVERY = topics.hass_config("homeassistant", "binary_sensor", f"sentrycam_{OWN}", "person")
 
 
@@ -147,6 +148,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.label_state(OWN, "person"),
             topics.label_snapshot(OWN, "person"),
             topics.detect_state(OWN),
+            topics.config_state(OWN),
             topics.DETECTOR_STATS,
             topics.service_status("detector"),
             DISCOVERY,
@@ -156,6 +158,7 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.info(OWN),
             topics.detect_set(OWN),
             topics.detect_state(OWN),
+            topics.config_set(OWN),
             topics.hass_status("homeassistant"),
         ],
     },
@@ -165,11 +168,12 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.event(OWN, "person"),
             topics.label_state(OWN, "person"),
             topics.detect_state(OWN),
+            topics.config_state(OWN),
             topics.DETECTOR_STATS,
             topics.service_status("detector"),
             DISCOVERY,
         ],
-        "read": [topics.frame(OWN), topics.detect_set(OWN), topics.detect_state(OWN)],
+        "read": [topics.frame(OWN), topics.detect_set(OWN), topics.detect_state(OWN), topics.config_set(OWN)],
     },
     "notifier": {
         "write": [topics.alarm_set(OWN), topics.ARMED_STATE, topics.NOTIFIER_STATS],
@@ -180,9 +184,10 @@ JOBS: dict[str, dict[str, list[str]]] = {
         "read": [topics.frame(OWN), topics.event(OWN, "person"), topics.event(OTHER, "car")],
     },
     "web": {
-        "write": [topics.alarm_set(OWN), topics.detect_set(OWN), topics.ARMED_SET],
+        "write": [topics.alarm_set(OWN), topics.detect_set(OWN), topics.ARMED_SET, topics.config_set(OWN)],
         "read": [
             topics.frame(OWN),
+            topics.config_state(OWN),
             topics.clip(OWN),
             topics.status(OWN),
             topics.info(OWN),
@@ -204,9 +209,11 @@ JOBS: dict[str, dict[str, list[str]]] = {
             topics.detect_set(OWN),
             topics.ARMED_SET,
             topics.hass_status("homeassistant"),
+            topics.config_set(OWN),
         ],
         "read": [
             topics.frame(OWN),
+            topics.config_state(OWN),
             topics.label_state(OWN, "person"),
             topics.label_snapshot(OWN, "person"),
             topics.detect_state(OWN),
@@ -246,6 +253,10 @@ FORBIDDEN = [
     ("camera", topics.alarm_set(OTHER), False),
     ("camera", topics.alarm_result(OTHER), True),
     ("camera", topics.DETECTOR_STATS, False),
+    # Zones and masks are the owner's (the web relay, Home Assistant): a camera clearing them, or claiming
+    # that the detector uses them, would silence the zones an alert rule names.
+    ("camera", topics.config_set(OWN), True),
+    ("camera", topics.config_state(OWN), True),
     ("camera", topics.NOTIFIER_STATS, True),
     ("camera", DISCOVERY, True),
     # The detector: no camera status, no alarm, no commands, no arming. (Frames and info: see
@@ -258,6 +269,8 @@ FORBIDDEN = [
     ("detector", topics.ARMED_SET, False),
     ("detector", topics.ARMED_STATE, True),
     ("detector", topics.NOTIFIER_STATS, True),
+    ("detector", topics.config_set(OWN), True),  # it reads the owner's zones, it does not write them
+    ("detector-b", topics.config_set(OWN), True),
     ("detector-b", topics.status(OWN), True),
     ("detector-b", topics.alarm_set(OWN), False),
     ("detector-b", topics.ARMED_SET, False),
@@ -269,6 +282,7 @@ FORBIDDEN = [
     ("notifier", topics.ARMED_SET, False),
     ("notifier", DISCOVERY, True),
     ("notifier", topics.alarm_result(OWN), True),  # what a camera did is the camera's to say
+    ("notifier", topics.config_set(OWN), True),
     # The detector may not forge clip announcements (the relay would list a file it never recorded).
     ("detector", topics.clip(OWN), False),
     # The recorder: only its clips, stats and status; no events, frames, commands, arming or discovery.
@@ -284,6 +298,7 @@ FORBIDDEN = [
     ("recorder", topics.NOTIFIER_STATS, True),
     ("recorder", topics.service_status("detector"), False),  # not retained: a real detector's may be there
     ("recorder", DISCOVERY, True),
+    ("recorder", topics.config_set(OWN), True),
     # The web relay: only its three controls.
     ("web", topics.event(OWN, "person"), False),
     ("web", topics.label_state(OWN, "person"), True),
@@ -294,6 +309,7 @@ FORBIDDEN = [
     ("web", topics.ARMED_STATE, True),
     ("web", DISCOVERY, True),
     ("web", topics.NOTIFIER_STATS, True),  # the system page shows the notifier's, it does not make them
+    ("web", topics.config_state(OWN), True),  # what the detector uses is the detector's to say
     # Home Assistant: its controls and its own discovery prefix, nothing SentryCam's services say.
     ("homeassistant", topics.event(OWN, "person"), False),
     ("homeassistant", topics.label_state(OWN, "person"), True),
@@ -301,6 +317,7 @@ FORBIDDEN = [
     ("homeassistant", topics.detect_state(OWN), True),
     ("homeassistant", topics.ARMED_STATE, True),
     ("homeassistant", topics.alarm_result(OWN), True),
+    ("homeassistant", topics.config_state(OWN), True),
 ]
 
 

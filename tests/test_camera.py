@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from services.camera.handler import written_or_lost
 from services.common import topics
 from services.common.schemas import CameraInfo
 from tests.camera_support import MjpegCamera, camera_settings, decode, info_is, meta, rate
@@ -237,3 +239,18 @@ def test_a_webcam_that_is_not_there_is_retried_and_reported_not_fatal(broker, co
     assert watch.wait_for(topics.status(camera)).payload == b"online"
     process.wait_for_log(r"cannot open the webcam .*reopening in 2 s")
     assert process.stop() == 0
+
+
+def test_a_frame_lost_with_the_broker_is_forgotten_not_fatal() -> None:
+    """When the broker goes away, paho marks the frames it had not written yet as failed, and asking
+    whether such a frame was sent raises: the camera forgets it and goes on (it once stopped the camera
+    service in the middle of a broker restart)."""
+    lost = mqtt.MQTTMessageInfo(1)
+    lost.rc = mqtt.MQTT_ERR_CONN_LOST  # what paho sets on the frames it drops with the connection
+    with pytest.raises(RuntimeError):
+        lost.is_published()
+    assert written_or_lost(lost)
+    written = mqtt.MQTTMessageInfo(2)
+    written._set_as_published()  # what paho's network loop does once the frame is on the socket
+    assert written_or_lost(written)
+    assert not written_or_lost(mqtt.MQTTMessageInfo(3))  # still queued: the next frame waits

@@ -559,5 +559,6 @@ def test_every_path_setting_is_absolute_against_the_working_directory(
         "detector.detector_model": tmp_path / "m.tflite",
         "detector.detector_labels": tmp_path / "labels.txt",
         "detector.mqtt_ca_file": tmp_path / "ca.pem",
+        "detector.detector_data_dir": tmp_path / "data" / "detector",
         "camera.alarm_sound": tmp_path / "siren.wav",
     }

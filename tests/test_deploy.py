@@ -124,7 +124,13 @@ def test_the_server_file_has_what_a_first_install_needs() -> None:
     services = compose["services"]
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert "./mosquitto/config:/mosquitto/config:ro" in services["mosquitto"]["volumes"]
-    assert set(compose["volumes"]) == {"mosquitto-data", "notifier-data", "recordings", "web-data"}
+    assert set(compose["volumes"]) == {
+        "mosquitto-data",
+        "detector-data",
+        "notifier-data",
+        "recordings",
+        "web-data",
+    }
     for name in ("detector", "notifier", "recorder", "web", "camera", "camera-usb"):
         spec = services[name]
         assert spec["restart"] == "unless-stopped", name
@@ -133,6 +139,9 @@ def test_the_server_file_has_what_a_first_install_needs() -> None:
         assert spec["environment"]["MQTT_HOST"] == "mosquitto", name
     logins = ("detector", "notifier", "recorder", "web")
     assert {services[n]["environment"]["MQTT_USERNAME"] for n in logins} == set(logins)
+    # The detector keeps each camera's zones (its last good config/set) in a volume of its own.
+    assert services["detector"]["volumes"] == ["detector-data:/data"]
+    assert services["detector"]["environment"]["DETECTOR_DATA_DIR"] == "/data"
     # The recorder writes the recordings, the relay only reads them (WEB_RECORD_DIR).
     assert services["recorder"]["volumes"] == ["recordings:/data/recordings"]
     assert services["recorder"]["environment"]["RECORD_DIR"] == "/data/recordings"
@@ -282,6 +291,43 @@ def test_each_dockerfile_runs_its_service_the_way_the_tests_do(service: str) -> 
             for source in shlex.split(copy)[:-1]:
                 assert any(source.startswith(a) for a in allowed), f"{source} is excluded by .dockerignore"
                 assert (REPO_ROOT / source).exists(), source
+
+
+# The setting naming each service's data directory, which the server's compose file puts on a named volume.
+DATA_SETTINGS = {
+    "detector": "DETECTOR_DATA_DIR",
+    "notifier": "NOTIFY_DATA_DIR",
+    "recorder": "RECORD_DIR",
+    "web": "WEB_DATA_DIR",
+}
+
+
+# Each compose file's services that keep data: the server's, and the detector of a Pi without a server.
+DATA_SERVICES = [
+    *(("docker-compose.yml", service, setting) for service, setting in DATA_SETTINGS.items()),
+    ("docker-compose.pi.yml", "detector", DATA_SETTINGS["detector"]),
+]
+
+
+@pytest.mark.parametrize(("compose_file", "service", "setting"), DATA_SERVICES)
+def test_each_data_volume_is_a_directory_the_image_makes_for_its_user(
+    compose_file: str, service: str, setting: str
+) -> None:
+    """A named volume starts as a copy of the image's directory, owner included: a directory the image
+    lacks becomes root's, and the service (user 10001) could not write it. The compose file, the image's
+    ENV and its VOLUME agree on where the data goes."""
+    compose = load_compose(compose_file)
+    spec = compose["services"][service]
+    path = spec["environment"][setting]
+    named = [v.split(":") for v in spec["volumes"] if not v.startswith((".", "/"))]
+    volume = [name for name, target, *_ in named if target == path]
+    assert volume, f"{compose_file} {service}: no named volume on {path}"
+    assert volume[0] in compose["volumes"], f"{compose_file}: volume {volume[0]} is not declared"
+    instructions = dockerfile_instructions(REPO_ROOT / "services" / service / "Dockerfile")
+    assert ("ENV", f"{setting}={path}") in instructions
+    assert ("VOLUME", path) in instructions
+    made = " ".join(a for op, a in instructions if op == "RUN" and "mkdir" in a)
+    assert re.search(rf"mkdir (-p )?{re.escape(path)}\b", made) and "chown" in made, made
 
 
 def test_the_detector_image_fetches_and_checks_the_default_model() -> None:

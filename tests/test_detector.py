@@ -30,6 +30,7 @@ from services.detector.feed import CameraFeed
 from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
 from services.detector.motion import MotionGate
+from services.detector.objects import masked, zones_at
 from services.detector.scene import (
     CameraConfig,
     CameraConfigs,
@@ -37,7 +38,6 @@ from services.detector.scene import (
     SceneConfig,
     SceneConfigError,
     load_scene_config,
-    zones_of,
 )
 from services.detector.settings import DetectorSettings
 from services.detector.tracker import CameraTracker, Change, Confirmation, OpenEvent
@@ -65,6 +65,7 @@ DEFAULTS = Confirmation(
     end_after_s=10.0,
     update_interval_s=5.0,
     better_view_margin=0.03,
+    stationary_s=30.0,
 )
 PERSON = CameraConfig(objects=("person",), threshold=0.5, min_area=0.002, max_area=1.0)
 
@@ -159,14 +160,19 @@ def test_zones_and_masks_test_the_bottom_centre_of_the_box() -> None:
         [foot_x - 0.1, 1.0],
     ]
     elsewhere = [[0.0, 0.0], [0.2, 0.0], [0.2, 0.2], [0.0, 0.2]]
-    assert zones_of(person, CameraRules()) == []
-    assert zones_of(person, CameraRules.model_validate({"zones": {"door": around}})) == ["door"]
-    assert zones_of(person, CameraRules.model_validate({"zones": {"corner": elsewhere}})) is None
-    assert zones_of(person, CameraRules.model_validate({"masks": [around]})) is None
-    assert zones_of(person, CameraRules.model_validate({"masks": [elsewhere]})) == []
-    # A box whose top is inside a zone but whose foot is not does not count.
+
+    def zones(polygons: dict[str, list[list[float]]]) -> list[str]:
+        return zones_at(person.box, CameraRules.model_validate({"zones": polygons}).zones)
+
+    def is_masked(masks: object) -> bool:
+        return masked(person, CameraRules.model_validate({"masks": masks}).masks)
+
+    assert zones({}) == [] and zones({"door": around}) == ["door"] and zones({"corner": elsewhere}) == []
+    assert is_masked({"street": around}) and not is_masked({"street": elsewhere})
+    assert is_masked([elsewhere, around]) and not is_masked([elsewhere]) and not is_masked({})
+    # A box whose top is inside a zone but whose foot is not is not in it.
     head_only = [[0.0, 0.0], [1.0, 0.0], [1.0, person.box[1] + 0.05], [0.0, person.box[1] + 0.05]]
-    assert zones_of(person, CameraRules.model_validate({"zones": {"top": head_only}})) is None
+    assert zones({"top": head_only}) == []
 
 
 def test_scene_config_from_yaml(tmp_path: Path) -> None:
@@ -174,11 +180,33 @@ def test_scene_config_from_yaml(tmp_path: Path) -> None:
     path.write_text(
         "cameras:\n  front:\n    objects: [person, Traffic Light]\n    threshold: 0.6\n"
         "    zones:\n      door: [[0, 0.5], [0.5, 0.5], [0.5, 1]]\n"
-        "    masks:\n      - [[0, 0], [1, 0], [1, 0.1]]\n"
+        "    masks:\n      - [[0, 0], [1, 0], [1, 0.1]]\n      - [[0, 0.9], [1, 0.9], [1, 1]]\n"
+        "  back:\n    masks:\n      street: [[0, 0], [1, 0], [1, 0.1]]\n"
     )
-    rules = load_scene_config(path).cameras["front"]
+    scene = load_scene_config(path)
+    rules = scene.cameras["front"]
     assert rules.objects == ["person", "traffic_light"]
-    assert rules.threshold == 0.6 and list(rules.zones) == ["door"] and len(rules.masks) == 1
+    assert rules.threshold == 0.6 and list(rules.zones) == ["door"]
+    # The older list of masks: named by their place.
+    assert rules.masks == {"mask 1": [(0, 0), (1, 0), (1, 0.1)], "mask 2": [(0, 0.9), (1, 0.9), (1, 1)]}
+    assert scene.cameras["back"].masks == {"street": [(0, 0), (1, 0), (1, 0.1)]}
+    for bad, where in (
+        (
+            "cameras:\n  a:\n    masks:\n      street: [[0, 0], [1, 0]]\n",
+            "cameras.a.masks.street: List should",
+        ),
+        (
+            "cameras:\n  a:\n    masks:\n      - [[0, 0], [2, 0], [1, 1]]\n",
+            "cameras.a.masks.mask 1.1.0: Input",
+        ),
+        ("cameras:\n  a:\n    masks: street\n", "cameras.a.masks: Input should be a valid dictionary"),
+    ):
+        path.write_text(bad)
+        with pytest.raises(SceneConfigError) as raised:
+            load_scene_config(path)
+        assert str(raised.value).startswith(f"{path}: {where}") and "\n" not in str(raised.value), (
+            raised.value
+        )
     for bad in (
         "cameras:\n  Front!: {}\n",
         "cameras:\n  a:\n    zones:\n      z: [[0, 0], [2, 0], [1, 1]]\n",
@@ -229,7 +257,7 @@ def test_a_snapshot_too_big_for_the_event_message_is_left_out_of_it(caplog: pyte
         cast(MqttClient, client),
         logging.getLogger("test"),
         "big",
-        Change("start", "person", opened, 1.0, [person]),
+        Change("start", "person", opened, 1.0, [person], []),
         noise,
     )
     published = dict(client.published)
@@ -246,7 +274,7 @@ def test_the_snapshot_labels_the_events_box_with_the_events_score() -> None:
     other = Detection("person", 0.552, (0.6, 0.1, 0.9, 0.9))
     opened = OpenEvent("label-1-person", 1.0, 0.725, 0.725, person, [], 1.0, 1.0, 1.0)
     client = RecordingClient()
-    change = Change("start", "person", opened, 1.0, [person, other])
+    change = Change("start", "person", opened, 1.0, [person, other], [])
     image = np.zeros((90, 160, 3), np.uint8)
     events.publish_change(cast(MqttClient, client), logging.getLogger("test"), "label", change, image)
     message = schemas.DetectionEvent.parse(dict(client.published)["cam/label/person"])
@@ -400,11 +428,15 @@ def test_an_event_ends_end_after_seconds_after_its_last_sighting_or_at_once_when
     start_event(tracker, 0.6)
     assert tracker.observe([person(0.6)], 0.875, 1.0) == []  # captured at 0.875, processed at 1.0
     # Frames without the person, or with a score under DETECTOR_MIN_SCORE, do not keep it open.
-    assert see(tracker, 2.0) == [] and see(tracker, 3.0, person(0.3)) == []
+    # The person out of view for over a second is told at once, in an update listing no object.
+    [gone] = see(tracker, 2.0)
+    assert (gone.type, gone.objects, gone.detections) == ("update", [], [])
+    assert see(tracker, 3.0, person(0.3)) == []
     assert tracker.expire(1.0 + DEFAULTS.end_after_s - STEP) == []
     [end] = tracker.expire(1.0 + DEFAULTS.end_after_s)
     assert end.type == "end" and end.ended_at == 0.875 and end.frame_time == 0.875
     assert end.detections == [] and end.event.score == pytest.approx(0.6)
+    assert [o.last_seen for o in end.objects] == [0.875]  # the end lists those of the last sighting
     assert tracker.expire(20.0) == [] and not tracker.tracking
     # A new event needs M sightings again: the old ones were forgotten with the event.
     assert see(tracker, 20.0, person(0.9)) == [] and tracker.tracking
@@ -616,14 +648,14 @@ def test_the_subscriptions_are_one_table_per_camera_or_for_all_cameras() -> None
     per_camera = {
         f"cam/{camera}/{level}": qos
         for camera in ("a", "b")
-        for level, qos in (("frame", 0), ("detect/set", 1), ("detect/state", 1))
+        for level, qos in (("frame", 0), ("detect/set", 1), ("detect/state", 1), ("config/set", 1))
     }
     assert routes == {**per_camera, "cam/+/info": 1, "homeassistant/status": 1}
     every = DetectorSettings(_env_file=None, detector_model=MODEL, ha_discovery_prefix="off")
     routes = {
         topic: route.qos for topic, route in create_handler(DetectorHandler, every, logger).routes().items()
     }
-    assert routes == {"cam/+/frame": 0, "cam/+/detect/set": 1, "cam/+/detect/state": 1}
+    assert routes == {"cam/+/frame": 0, "cam/+/detect/set": 1, "cam/+/detect/state": 1, "cam/+/config/set": 1}
 
 
 # ---- fetch_model

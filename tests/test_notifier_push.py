@@ -63,6 +63,14 @@ def outbox_rows(data_dir: Path) -> list[tuple[str, str, str]]:
         return [(str(a), str(b), str(c)) for a, b, c in rows.fetchall()]
 
 
+def stored_snapshots(data_dir: Path) -> list[bytes]:
+    """Every snapshot the outbox holds, in the event table and in the alert rows."""
+    with sqlite3.connect(data_dir / "outbox.sqlite3") as db:
+        kept = db.execute("SELECT jpeg FROM snapshots").fetchall()
+        in_rows = db.execute("SELECT snapshot FROM alerts WHERE snapshot IS NOT NULL").fetchall()
+    return [bytes(jpeg) for (jpeg,) in kept + in_rows]
+
+
 def assert_no_secrets(*texts: str | bytes) -> None:
     for text in texts:
         raw = text.encode() if isinstance(text, str) else text
@@ -124,6 +132,9 @@ def test_a_receiver_down_across_a_restart_still_gets_one_alert_per_channel(
     first.wait_for_log(r"sending alert gate-1 to push 1 \(json\) failed \(attempt 2\)")
     first.wait_for_log(r"sending alert gate-1 to push 2 \(ntfy\) failed \(attempt 2\)")
     assert rig.smtp.wait_count(1)[0].attachment()[1] == jpeg  # email is not held up meanwhile
+    first.wait_for_log(r"alert gate-1 emailed")
+    # One copy of the snapshot for the three channels, kept while the push channels still need it.
+    assert stored_snapshots(rig.data_dir) == [jpeg]
     assert first.stop() == 0
 
     second = rig.start(NOTIFY_URLS=urls, LOG_LEVEL="DEBUG")
@@ -139,6 +150,7 @@ def test_a_receiver_down_across_a_restart_still_gets_one_alert_per_channel(
     assert second.stop() == 0
     assert len(receiver.requests) == 2 and len(rig.smtp.mails) == 1
     assert {status for _event, _channel, status in outbox_rows(rig.data_dir)} == {"sent"}
+    assert stored_snapshots(rig.data_dir) == []  # dropped with the last channel's send
     assert_no_secrets(first.log, second.log)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -179,3 +180,28 @@ def test_an_unknown_service_or_a_bad_port_exits_2(tmp_path) -> None:
         )
         assert result.returncode == 2
         assert message in result.stderr
+
+
+def test_a_runner_started_by_a_test_never_takes_a_port_the_test_handed_out() -> None:
+    """The test's process owns its block of ports; a runner it starts (which inherits the worker's name)
+    takes its own from the kernel, so its broker's admin listener cannot land on the port the test gave the
+    runner's broker (which happened: mosquitto exited with 'Address already in use')."""
+    handed_out = {free_port() for _ in range(200)}
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from scripts.localbroker import free_port;"
+            " print(json.dumps([free_port() for _ in range(200)]))",
+        ],
+        cwd=REPO_ROOT,
+        env=service_env({}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    taken = set(json.loads(child.stdout))
+    assert not taken & handed_out
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert all(port < low for port in handed_out), sorted(handed_out)[-5:]  # the test's own block
+    assert all(low <= port <= high for port in taken), sorted(taken)[:5]  # the kernel's own choice

@@ -98,9 +98,10 @@ def check_now_and_boxes(publisher: Collector, card: Locator, camera: str) -> Non
     publisher.publish(topics.event(camera, "person"), detection_event(camera, event_id, started_at=started))
     expect(rect).to_have_count(1)
     expect(rect).to_have_attribute("data-label", "person")
+    expect(rect).to_be_visible()
     drawn, picture = rect.bounding_box(), card.locator(".picture").bounding_box()
     assert drawn is not None and picture is not None
-    # detection_event's box: (0.41, 0.22, 0.55, 0.93) of the picture.
+    # detection_event's box (EVENT_BOX): (0.41, 0.22, 0.55, 0.93) of the picture.
     assert abs(drawn["x"] - (picture["x"] + 0.41 * picture["width"])) < 3, (drawn, picture)
     assert abs(drawn["y"] + drawn["height"] - (picture["y"] + 0.93 * picture["height"])) < 3, (drawn, picture)
     switch = card.locator("input.show-boxes")
@@ -154,8 +155,9 @@ def check_offline(publisher: Collector, card: Locator, camera: str) -> None:
     expect(detect).to_be_enabled()
     publisher.publish(topics.status(camera), topics.OFFLINE, retain=True)
     expect(card.locator(".badge")).to_have_text("offline")
-    # Since the last frame's capture.
-    expect(card.locator(".seen")).to_have_text(f"offline since {CAPTURED.strftime('%H:%M')}")
+    # Since the last frame's capture: its time, and its day (as the browser says it) when not today.
+    day = "" if CAPTURED.date() == datetime.now(UTC).date() else f"{CAPTURED:%-m/%-d/%Y} "
+    expect(card.locator(".seen")).to_have_text(f"offline since {day}{CAPTURED:%H:%M}")
     expect(detect).to_be_disabled()
     expect(card.locator("button.alarm")).to_be_disabled()
     expect(card.locator("img.live")).to_have_css("filter", "grayscale(1)")

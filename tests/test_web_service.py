@@ -10,6 +10,8 @@ import socket
 import sqlite3
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -306,3 +308,30 @@ def test_an_alarm_result_reaches_the_camera_and_a_bad_one_is_counted(
             assert relay.bad_payloads == 4
     finally:
         publisher.close()
+
+
+def waitress_threads() -> int:
+    return sum(thread.name.startswith("waitress-") for thread in threading.enumerate())
+
+
+def test_a_stopped_relay_ends_its_streams_and_leaves_no_server_threads(
+    broker: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its stop ends an open page's event stream at once (not at its next keep-alive, 15 s later) and the
+    server's worker threads (waitress's close alone leaves them waiting for requests for ever), before
+    the server closes: nothing is left writing to a closed server."""
+    before = waitress_threads()
+    with running_relay(broker, tmp_path / "web") as (relay, _app):
+        assert waitress_threads() > before
+        port = relay.settings.web_port
+        page = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        page.request("GET", "/api/stream", headers={"Cookie": http_session(port)})
+        stream = page.getresponse()
+        assert stream.status == 200 and stream.readline().startswith(b"event: status")
+        stopping = time.monotonic()
+    assert stream.read() is not None  # the stream ended (a closed chunked body reads to its end)
+    assert time.monotonic() - stopping < 5
+    wait_until(lambda: waitress_threads() <= before, timeout=2, what="the server threads ended")
+    page.close()
+    assert "Exception while serving" not in caplog.text
+    assert not [record for record in caplog.records if record.name == "waitress" and record.levelno >= 40]

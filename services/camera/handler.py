@@ -55,6 +55,15 @@ def published_size(image: Image, width: int | None) -> tuple[int, int]:
     return width, max(1, round(height * width / current))
 
 
+def written_or_lost(info: mqtt.MQTTMessageInfo) -> bool:
+    """True once paho has written the frame to the socket, or once it never will: paho raises for a frame
+    whose connection was lost before it was written (the broker went away), and that frame is gone."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return True
+
+
 def encode_jpeg(image: Image, quality: int) -> bytes:
     ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -245,7 +254,7 @@ class Camera(ServiceHandler[CameraSettings]):
         while self._unsent:
             queued_at, info = self._unsent[0]
             # Frames queued before a reconnect are discarded by paho and never reported as sent.
-            if info.is_published() or now - queued_at > UNSENT_FORGET_S:
+            if written_or_lost(info) or now - queued_at > UNSENT_FORGET_S:
                 self._unsent.popleft()
             else:
                 break

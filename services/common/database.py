@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # What a failed write of a store raises: a locked database (another process holds it), a full disk. The
@@ -19,3 +21,18 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """The block's statements committed together, or none of them (for a connection of open_durable, in
+    autocommit mode). BEGIN IMMEDIATE takes the write lock at once, so that a busy database fails here."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (a full disk); a second ROLLBACK would hide why.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

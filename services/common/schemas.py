@@ -38,6 +38,7 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_NAME_CHARS = 64  # labels, zone names, tones, versions, instance names
 MAX_TEXT_CHARS = 256  # free text: a camera's source and its error
 MAX_ZONES = 32
+MAX_OBJECTS = 32  # tracked objects in one event (the model reports at most a few dozen boxes a frame)
 MAX_STATS_CAMERAS = 1000  # cameras in one DetectorStats
 MAX_STATS_CHANNELS = 64  # channels in one NotifierStats
 # The snapshot in an event, base64: room is left for the other (bounded) fields, so that an event always fits
@@ -228,6 +229,35 @@ class AlarmResult(Message):
 
 
 Box = tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]
+# Zones and masks: polygons of normalized (x, y) points from the frame's top-left corner.
+MAX_POLYGON_POINTS = 64
+Point = tuple[UnitFloat, UnitFloat]
+Polygon = Annotated[list[Point], Field(min_length=3, max_length=MAX_POLYGON_POINTS)]
+
+
+class TrackedObject(BaseModel):
+    """One object the detector follows from frame to frame, as listed in its label's event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = Field(ge=1, description="Unique per camera for as long as the detector runs.")
+    box: Box = Field(description="Where it was last seen: x_min, y_min, x_max, y_max, normalized 0-1.")
+    score: UnitFloat = Field(description="Its score in the frame it was last seen in.")
+    zones: dict[Name, EpochSeconds] = Field(
+        default_factory=dict,
+        max_length=MAX_ZONES,
+        description="The zones it stands in now, each with the capture time of the frame it entered on.",
+    )
+    stationary: bool = Field(
+        False, description="It has not moved for DETECTOR_STATIONARY_S (a parked car, a person waiting)."
+    )
+    seen_before: bool = Field(
+        False,
+        description="A stationary object the detector already knew before this event began (a parked car "
+        "whose detection flickered off and on): it alone never makes an alert.",
+    )
+    first_seen: EpochSeconds = Field(description="Capture time of the frame it was first seen in.")
+    last_seen: EpochSeconds = Field(description="Capture time of the frame it was last seen in.")
 
 
 class DetectionEvent(Message):
@@ -240,7 +270,18 @@ class DetectionEvent(Message):
     score: UnitFloat = Field(description="Smoothed (median) score of the latest sighting.")
     top_score: UnitFloat = Field(description="Best smoothed score over the event so far.")
     box: Box = Field(description="x_min, y_min, x_max, y_max, normalized 0-1.")
-    zones: list[Name] = Field(default_factory=list, max_length=MAX_ZONES)
+    zones: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_ZONES,
+        description="Every zone an object of the event has entered so far, in the order first entered.",
+    )
+    objects: list[TrackedObject] = Field(
+        default_factory=list,
+        max_length=MAX_OBJECTS,
+        description="The objects of this label in view now (seen within the last second), each with its "
+        "own id; on end, those of the last sighting. An update is sent at once when one comes into view, "
+        "goes out of it, or enters or leaves a zone.",
+    )
     started_at: EpochSeconds = Field(description="Epoch seconds of the first confirming frame's capture.")
     ended_at: EpochSeconds | None = Field(None, description="Epoch seconds; set on end.")
     frame_time: EpochSeconds = Field(
@@ -252,7 +293,8 @@ class DetectionEvent(Message):
     snapshot: str | None = Field(
         None,
         max_length=MAX_SNAPSHOT_CHARS,
-        description="Annotated JPEG, base64; on start and on updates with a better view.",
+        description="Annotated JPEG, base64; on start, on updates with a better view, and on updates for "
+        "an object arriving or entering or leaving a zone.",
     )
 
     @field_validator("label")
@@ -400,3 +442,44 @@ class NotifierStats(Message):
 def dumps(obj: object) -> bytes:
     """Compact JSON for small non-schema payloads (Home Assistant discovery configs and the like)."""
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+# A camera's configuration message, checked in bytes before it is decoded.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+class CameraConfigSet(Message):
+    """``cam/<id>/config/set`` (retained; written only by the web relay and Home Assistant): the camera's
+    zones, masks and overrides, taken live by the detector. A field left out keeps its value from
+    DETECTOR_CONFIG (then the DETECTOR_* settings); ``zones`` and ``masks``, when given, replace the file's.
+    Unlike other messages it refuses unknown fields: a misspelt ``zone`` must not be dropped in silence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    objects: list[Name] | None = Field(None, max_length=MAX_ZONES)
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    min_area: float | None = Field(None, ge=0.0, le=1.0)
+    max_area: float | None = Field(None, gt=0.0, le=1.0)
+    zones: dict[Name, Polygon] | None = Field(None, max_length=MAX_ZONES)
+    masks: dict[Name, Polygon] | None = Field(None, max_length=MAX_ZONES)
+
+
+class CameraConfigState(Message):
+    """``cam/<id>/config/state`` (retained; written by the detector): what the camera's detection uses now,
+    where that came from, and why the latest ``config/set`` was refused, if it was."""
+
+    camera: CameraId
+    objects: list[Name] = Field(max_length=MAX_ZONES)
+    threshold: float = Field(gt=0.0, le=1.0)
+    min_area: UnitFloat
+    max_area: UnitFloat
+    zones: dict[Name, Polygon] = Field(default_factory=dict, max_length=MAX_ZONES)
+    masks: dict[Name, Polygon] = Field(default_factory=dict, max_length=MAX_ZONES)
+    source: Literal["file", "topic", "saved"] = Field(
+        description="file: DETECTOR_CONFIG and the settings; topic: the latest config/set; saved: the last "
+        "good config/set, kept by the detector across restarts."
+    )
+    error: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="Why the latest config/set was refused; null if not."
+    )
+    updated_at: EpochSeconds

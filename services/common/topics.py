@@ -8,7 +8,7 @@ CAMERA_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 
 # Words under cam/<id>/ that are not detection labels, so no label may take them.
-RESERVED_WORDS = frozenset({"frame", "status", "info", "alarm", "detect", "clip"})
+RESERVED_WORDS = frozenset({"frame", "status", "info", "alarm", "detect", "clip", "config"})
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -30,6 +30,8 @@ ALL_INFO = "cam/+/info"
 ALL_CLIPS = "cam/+/clip"
 ALL_DETECT_SET = "cam/+/detect/set"
 ALL_DETECT_STATE = "cam/+/detect/state"
+ALL_CONFIG_SET = "cam/+/config/set"
+ALL_CONFIG_STATE = "cam/+/config/state"
 ALL_ALARM_RESULTS = "cam/+/alarm/result"  # overlaps neither of the two below
 # Every cam/<id>/<level> message (frames, status, info and every label's events) in one filter, and every
 # cam/<id>/<level>/state: a consumer of all of them avoids overlapping filters, for which the broker would
@@ -94,6 +96,16 @@ def detect_set(camera_id: str) -> str:
 
 def detect_state(camera_id: str) -> str:
     return _cam(camera_id, "detect", "state")
+
+
+def config_set(camera_id: str) -> str:
+    """A camera's zones, masks and overrides, written by the web relay or Home Assistant (retained)."""
+    return _cam(camera_id, "config", "set")
+
+
+def config_state(camera_id: str) -> str:
+    """What the detector uses for the camera now, and why the latest config/set was refused (retained)."""
+    return _cam(camera_id, "config", "state")
 
 
 def event(camera_id: str, label: str) -> str:

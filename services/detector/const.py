@@ -39,3 +39,20 @@ PREPARE_MARGIN_S = 0.002
 PRIORITY_HEAD_START_S = 0.5
 # Python's GIL switch interval for the detector process (default 0.005 s); see __main__.
 GIL_SWITCH_INTERVAL_S = 0.0005
+
+# Tracked objects (services/detector/objects.py). A detection continues an object when their boxes overlap
+# by more than MATCH_IOU, or else when its centre is less than MATCH_CENTRE_DISTANCE of the object's box
+# diagonal away (it moved further than its own overlap between two processed frames)
+MATCH_IOU = 0.2
+MATCH_CENTRE_DISTANCE = 1.0
+MATCH_GAP_S = 1.0  # ...which only an object seen this recently may do
+# A new box lying this much within the box of an object just matched is the model's second box on it.
+DUPLICATE_COVER = 0.8
+# An object has moved once its box overlaps where it last stood by less than this: box jitter of a parked
+# car or a person standing at a table stays well above it on the footage.
+STATIONARY_IOU = 0.7
+# Objects that stood still when lost are remembered this long (at most PARKED_MEMORY of them per label),
+# and one found again overlapping its old box by PARKED_IOU is the same object.
+PARKED_MEMORY_S = 24 * 3600.0
+PARKED_MEMORY = 16
+PARKED_IOU = 0.5

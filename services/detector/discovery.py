@@ -68,7 +68,26 @@ class HassDiscovery:
         self._publish(hub_entities())
 
     def _labels_of(self, camera: str) -> list[str]:
-        return self._camera_labels.get(camera, self._labels)
+        with self._lock:
+            return self._camera_labels.get(camera, self._labels)
+
+    def set_labels(self, camera: str, labels: Iterable[str]) -> None:
+        """The camera now looks for ``labels`` (a config taken live): the entities of labels it no longer
+        looks for are removed, those of new ones published, if the camera has announced itself."""
+        wanted = [topics.label_slug(label) for label in labels]
+        with self._lock:
+            before = self._camera_labels.get(camera, self._labels)
+            self._camera_labels[camera] = wanted
+            info = self._cameras.get(camera)
+        if not self._prefix or info is None or before == wanted:
+            return
+        self._logger.info("camera %s looks for %s now: republishing its discovery", camera, ",".join(wanted))
+        current = camera_entities(info, wanted)
+        kept = {entity.topic(self._prefix) for entity in current}
+        for entity in camera_entities(info, before):
+            if entity.topic(self._prefix) not in kept:
+                self._client.publish(entity.topic(self._prefix), b"", qos=1, retain=True)
+        self._publish(current)
 
     def _publish(self, entities: Iterable[Entity]) -> None:
         for entity in entities:

@@ -75,6 +75,7 @@ def event_message(camera: str, change: Change, snapshot: bytes | None) -> schema
         top_score=round(event.top_score, 4),
         box=event.detection.box,
         zones=event.zones,
+        objects=change.objects,
         started_at=event.started_at,
         ended_at=change.ended_at,
         frame_time=change.frame_time,

@@ -19,6 +19,7 @@ from services.detector import events
 from services.detector.const import SERVICE
 from services.detector.discovery import HassDiscovery
 from services.detector.feed import PendingFrame
+from services.detector.live_config import LiveConfigs, SavedConfigs
 from services.detector.pipeline import Pipeline
 from services.detector.settings import DetectorSettings
 from services.detector.startup import load
@@ -45,8 +46,9 @@ def payload_problem(payload: bytes, max_bytes: int, max_pixels: int) -> str | No
 
 
 class DetectorHandler(ServiceHandler[DetectorSettings]):
-    """Frames and detection switches of the cameras it serves (DETECTOR_CAMERAS, or all), and Home
-    Assistant discovery, which rides on the detector because it knows the cameras and their labels."""
+    """Frames, detection switches and live configs (zones, masks) of the cameras it serves
+    (DETECTOR_CAMERAS, or all), and Home Assistant discovery, which rides on the detector because it knows
+    the cameras and their labels."""
 
     service = SERVICE
 
@@ -74,8 +76,9 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         # Shared with the pipeline: one report a minute per camera for every kind of bad frame.
         self._bad_log = RateLimitedLog(logger)
         self._connects = 0  # on the network thread only
-        # Refused messages that belong to no camera's stats: detect/set and detect/state on a malformed
-        # camera id. With the camera infos Home Assistant discovery refused, they are the stats' messages_bad.
+        # Refused messages that belong to no camera's stats: detect/set, detect/state and config/set on a
+        # malformed camera id. With the camera infos Home Assistant discovery refused, they are the stats'
+        # messages_bad.
         self._messages_bad = 0
         self._pipeline = Pipeline(
             settings=settings,
@@ -96,6 +99,18 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             cameras=settings.detector_cameras,
             camera_labels={camera: config.objects for camera, config in cameras.cameras.items()},
         )
+        # Loads the saved configs now, before the broker connects: a restart keeps each camera's zones.
+        self._live = LiveConfigs(
+            cameras=cameras,
+            labels=loaded.labels,
+            served=settings.detector_cameras,
+            saved=SavedConfigs(settings.detector_data_dir, logger),
+            client=client,
+            pipeline=self._pipeline,
+            discovery=self._discovery,
+            logger=logger,
+            bad_log=self._bad_log,
+        )
 
     def routes(self) -> dict[str, Route]:
         """Per listed camera, or for every camera with ``+`` wildcards; then Home Assistant's."""
@@ -107,12 +122,15 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             routes[detect_set] = Route(self.on_detect_set, qos=1)
             detect_state = topics.detect_state(camera) if camera else topics.ALL_DETECT_STATE
             routes[detect_state] = Route(self.on_detect_state, qos=1)
+            config_set = topics.config_set(camera) if camera else topics.ALL_CONFIG_SET
+            routes[config_set] = Route(self.on_config_set, qos=1)
         return {**routes, **self._discovery.routes()}
 
     def on_connect(self) -> None:
         """On every (re)connect, before ``online``: the retained states again, for a broker that lost them."""
         self._connects += 1
         self._pipeline.republish()
+        self._live.republish()
 
     def start(self) -> None:
         self._pipeline.start()
@@ -128,6 +146,7 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
             self._pipeline.count_bad_camera_id()
             self._bad_log.report("camera-id", f"frame on {message.topic[:80]!r}: not a valid camera id")
             return
+        self._live.seen(camera)
         payload = bytes(message.payload)
         settings = self.settings
         problem = payload_problem(
@@ -184,3 +203,11 @@ class DetectorHandler(ServiceHandler[DetectorSettings]):
         # Live ones are our own (or another instance's) state coming back.
         if message.retain and self._connects == 1:
             self._pipeline.restore(camera, detecting)
+
+    def on_config_set(self, message: mqtt.MQTTMessage) -> None:
+        """A camera's zones, masks and overrides (services/detector/live_config.py), retained or live."""
+        camera = topics.camera_of(message.topic)
+        if camera is None:
+            self._bad_camera_id(message.topic)
+            return
+        self._live.receive(camera, bytes(message.payload))

@@ -21,7 +21,7 @@ from services.detector.const import EMA_WEIGHT, PREPARE_MARGIN_S, WORKER_TICK_S
 from services.detector.feed import CameraFeed, PendingFrame, ReadyFrame
 from services.detector.model import Detector
 from services.detector.motion import MotionGate
-from services.detector.scene import CameraConfigs
+from services.detector.scene import CameraConfig, CameraConfigs
 from services.detector.settings import DetectorSettings
 from services.detector.tracker import CameraTracker, Confirmation
 
@@ -53,6 +53,8 @@ class Pipeline:
         self._bad_log = bad_log
         self._confirmation = confirmation
         self._feeds: dict[str, CameraFeed] = {}
+        # Configs taken live from cam/<id>/config/set (services/detector/live_config.py) over _cameras.
+        self._live_configs: dict[str, CameraConfig] = {}
         self._retained_detect: dict[str, bool] = {}
         self._frames_bad_camera_id = 0
         self._messages_bad = messages_bad
@@ -88,7 +90,7 @@ class Pipeline:
         """The camera's feed, created on its first message. Call with ``self._changed`` held."""
         feed = self._feeds.get(camera)
         if feed is None:
-            settings, config = self._settings, self._cameras.of(camera)
+            settings, config = self._settings, self.config_of(camera)
             gate = MotionGate(
                 settings.detector_motion_threshold,
                 settings.detector_motion_area,
@@ -133,6 +135,26 @@ class Pipeline:
                 feed.slot = None
                 feed.end_all = True
             self._changed.notify_all()
+
+    def config_of(self, camera: str) -> CameraConfig:
+        """The camera's config in use: taken live, else DETECTOR_CONFIG's and the settings'."""
+        return self._live_configs.get(camera) or self._cameras.of(camera)
+
+    def reconfigure(self, camera: str, config: CameraConfig) -> None:
+        """Use ``config`` for the camera from its next frame on, without a restart. The events of labels
+        it no longer looks for end at once; a label it newly looks for gets its retained state OFF."""
+        with self._changed:
+            self._live_configs[camera] = config
+            feed = self._feeds.get(camera)
+        if feed is None:
+            return  # the feed is created with this config on the camera's first frame
+        with self._label_states:
+            added = [label for label in config.objects if label not in feed.tracker.tracks]
+            for change in feed.tracker.reconfigure(config):
+                events.publish_change(self._client, self._logger, camera, change, None)
+            for label in added:
+                self._client.publish(topics.label_state(camera, label), topics.OFF, qos=1, retain=True)
+        feed.update_priority()
 
     def restore(self, camera: str, detecting: bool) -> None:
         """The switch as retained on the broker, read back at start."""

@@ -8,33 +8,41 @@ the defaults), merged with the DETECTOR_* settings once at start into one :class
         zones:
           door: [[0.1, 0.4], [0.6, 0.4], [0.6, 1.0], [0.1, 1.0]]
         masks:
-          - [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3], [0.8, 0.3]]
+          street: [[0.8, 0.0], [1.0, 0.0], [1.0, 0.3], [0.8, 0.3]]
+
+``masks`` may also be a list of polygons (the form before masks had names): they are then named
+"mask 1", "mask 2"... in order.
 
 Coordinates are normalized (x, y from the top-left corner, 0-1). An object counts when the bottom-centre
 of its box (where it stands) is inside a zone (any zone when none are given) and outside every mask.
+
+A camera's ``cam/<id>/config/set`` message (services/detector/live_config.py) goes over its section of the
+file, checked by the same :func:`resolved`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.common import schemas, topics
-from services.detector.model import Detection
+from services.common.yamlfile import validation_problem, yaml_problem
 
-Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
-Polygon = Annotated[list[Point], Field(min_length=3)]
-# Zone names go into every event message, whose zones list and names are bounded (docs/mqtt.md).
-ZoneName = Annotated[str, Field(min_length=1, max_length=schemas.MAX_NAME_CHARS)]
+# The same polygons as a camera's config/set message (schemas.CameraConfigSet), so that the file and the
+# topic accept the same zones and masks.
+Point = schemas.Point
+Polygon = schemas.Polygon
+# A polygon with less area than this (a fraction of the frame) is a line or a dot: nothing stands in it.
+MIN_POLYGON_AREA = 1e-4
 
 
 class CameraRules(BaseModel):
-    """One camera's section; anything left out falls back to the DETECTOR_* settings."""
+    """One camera's section; anything left out falls back to the DETECTOR_* settings. Checked further, the
+    same way as a config/set message, by :func:`resolved`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,8 +50,17 @@ class CameraRules(BaseModel):
     threshold: float | None = Field(None, gt=0.0, le=1.0)
     min_area: float | None = Field(None, ge=0.0, le=1.0)
     max_area: float | None = Field(None, gt=0.0, le=1.0)
-    zones: dict[ZoneName, Polygon] = Field(default_factory=dict, max_length=schemas.MAX_ZONES)
-    masks: list[Polygon] = Field(default_factory=list)
+    # Zone names go into every event message, whose zones list and names are bounded (docs/mqtt.md).
+    zones: dict[schemas.Name, Polygon] = Field(default_factory=dict, max_length=schemas.MAX_ZONES)
+    masks: dict[schemas.Name, Polygon] = Field(default_factory=dict, max_length=schemas.MAX_ZONES)
+
+    @field_validator("masks", mode="before")
+    @classmethod
+    def mask_names(cls, value: object) -> object:
+        """The older list of masks: each named by its place, "mask 1" first."""
+        if isinstance(value, list):
+            return {default_mask_name(index): polygon for index, polygon in enumerate(value)}
+        return value
 
     @field_validator("objects")
     @classmethod
@@ -51,17 +68,14 @@ class CameraRules(BaseModel):
         return None if value is None else [topics.label_slug(label) for label in value]
 
 
+# What can override a camera's config: its DETECTOR_CONFIG section, or its config/set message.
+Overrides = CameraRules | schemas.CameraConfigSet
+
+
 class SceneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cameras: dict[str, CameraRules] = Field(default_factory=dict)
-
-    @field_validator("cameras")
-    @classmethod
-    def camera_ids(cls, value: dict[str, CameraRules]) -> dict[str, CameraRules]:
-        for camera in value:
-            topics.validate_camera_id(camera)
-        return value
+    cameras: dict[schemas.CameraId, CameraRules] = Field(default_factory=dict)
 
 
 class SceneConfigError(ValueError):
@@ -78,17 +92,52 @@ class CameraConfig:
     min_area: float
     max_area: float
     zones: Mapping[str, Polygon] = field(default_factory=dict)
-    masks: Sequence[Polygon] = ()
+    masks: Mapping[str, Polygon] = field(default_factory=dict)
 
-    def overridden_by(self, rules: CameraRules) -> CameraConfig:
-        return CameraConfig(
-            objects=tuple(rules.objects) if rules.objects else self.objects,
-            threshold=self.threshold if rules.threshold is None else rules.threshold,
-            min_area=self.min_area if rules.min_area is None else rules.min_area,
-            max_area=self.max_area if rules.max_area is None else rules.max_area,
-            zones=rules.zones,
-            masks=tuple(rules.masks),
-        )
+
+def resolved(base: CameraConfig, rules: Overrides, labels: Set[str] | None = None) -> CameraConfig:
+    """``base`` with ``rules`` over it, checked: one check for a DETECTOR_CONFIG section and a config/set
+    message. Raises ValueError saying what is wrong. ``labels``: the model's labels (None: not checked)."""
+    objects = base.objects if rules.objects is None else slugs(rules.objects)
+    if labels is not None and (unknown := ", ".join(sorted(set(objects) - labels))):
+        raise ValueError(f"objects: the model has no label {unknown}")
+    config = CameraConfig(
+        objects=tuple(dict.fromkeys(objects)),
+        threshold=base.threshold if rules.threshold is None else rules.threshold,
+        min_area=base.min_area if rules.min_area is None else rules.min_area,
+        max_area=base.max_area if rules.max_area is None else rules.max_area,
+        zones=base.zones if rules.zones is None else dict(rules.zones),
+        masks=base.masks if rules.masks is None else dict(rules.masks),
+    )
+    if config.min_area >= config.max_area:
+        raise ValueError(f"min_area {config.min_area} must be smaller than max_area {config.max_area}")
+    for kind, polygons in (("zone", config.zones), ("mask", config.masks)):
+        for name, polygon in polygons.items():
+            if not name.strip():
+                raise ValueError(f"{kind}s: a {kind} name must not be blank")
+            if area(polygon) < MIN_POLYGON_AREA:
+                raise ValueError(f"{kind}s.{name}: the polygon has no area (its points are on one line)")
+    return config
+
+
+def default_mask_name(index: int) -> str:
+    """The name of the mask at ``index`` (from 0) of a DETECTOR_CONFIG list of masks."""
+    return f"mask {index + 1}"
+
+
+def slugs(labels: Sequence[str]) -> tuple[str, ...]:
+    if not labels:
+        raise ValueError("objects: name at least one label, or leave objects out")
+    try:
+        return tuple(topics.label_slug(label) for label in labels)
+    except ValueError as error:
+        raise ValueError(f"objects: {error}") from error
+
+
+def area(polygon: Sequence[Point]) -> float:
+    """The shoelace formula; a polygon whose edges cross may come out smaller than it looks, never larger."""
+    pairs = zip(polygon, [*polygon[1:], polygon[0]], strict=True)
+    return abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in pairs)) / 2
 
 
 @dataclass(frozen=True)
@@ -100,8 +149,17 @@ class CameraConfigs:
     cameras: Mapping[str, CameraConfig]
 
     @classmethod
-    def resolve(cls, default: CameraConfig, scene: SceneConfig) -> CameraConfigs:
-        return cls(default, {camera: default.overridden_by(rules) for camera, rules in scene.cameras.items()})
+    def resolve(
+        cls, default: CameraConfig, scene: SceneConfig, labels: Set[str] | None = None
+    ) -> CameraConfigs:
+        """Raises SceneConfigError naming the camera whose section is wrong."""
+        cameras = {}
+        for camera, rules in scene.cameras.items():
+            try:
+                cameras[camera] = resolved(default, rules, labels)
+            except ValueError as error:
+                raise SceneConfigError(f"camera {camera}: {error}") from error
+        return cls(default, cameras)
 
     def of(self, camera: str) -> CameraConfig:
         return self.cameras.get(camera, self.default)
@@ -118,17 +176,7 @@ def load_scene_config(path: Path | None) -> SceneConfig:
     except yaml.YAMLError as error:
         raise SceneConfigError(f"{path}: {yaml_problem(error)}") from error
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise SceneConfigError(f"{path}: {where}: {first['msg']}") from error
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's message on one line: where, and what is wrong there (its own message spans several)."""
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None and error.problem:
-        mark = error.problem_mark
-        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
-    return " ".join(str(error).split())
+        raise SceneConfigError(f"{path}: {validation_problem(error)}") from error
 
 
 def inside(point: tuple[float, float], polygon: Sequence[Point]) -> bool:
@@ -145,19 +193,3 @@ def inside(point: tuple[float, float], polygon: Sequence[Point]) -> bool:
             result = not result
         j = i
     return result
-
-
-def zones_of(detection: Detection, rules: CameraConfig | CameraRules) -> list[str] | None:
-    """The zones the object stands in, ``[]`` when the camera has no zones, or None when the object is
-    outside every zone or inside a mask (it does not count). ``rules``: the camera's config, or just its
-    DETECTOR_CONFIG section."""
-    foot = detection.foot
-    # A foot on the frame's bottom edge (y = 1.0) would be outside a zone drawn down to that edge (the
-    # bottom edge of a polygon is outside, see inside()): count it just above the edge.
-    foot = (foot[0], min(foot[1], 0.999))
-    if any(inside(foot, mask) for mask in rules.masks):
-        return None
-    if not rules.zones:
-        return []
-    names = [name for name, polygon in rules.zones.items() if inside(foot, polygon)]
-    return names or None

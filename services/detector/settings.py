@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from services.common import schemas, topics
 from services.common.hass import HassSettings
-from services.common.settings import CommaList, OptionalFile, OptionalPath
+from services.common.settings import AbsolutePath, CommaList, OptionalFile, OptionalPath
 
 
 class DetectorSettings(HassSettings):
@@ -70,11 +71,24 @@ class DetectorSettings(HassSettings):
     detector_config: OptionalFile = Field(
         None, description="YAML file with per-camera zones, masks and overrides (see docs/detector.md)."
     )
+    detector_data_dir: AbsolutePath = Field(
+        Path("data/detector"),
+        validate_default=True,
+        description="Directory where the last good config/set of each camera is kept, so that its zones "
+        "survive a restart (see docs/detector.md); a volume in Docker.",
+    )
     detector_end_after: float = Field(
         10.0, gt=0.0, le=3600.0, description="Seconds without the object before its event ends."
     )
     detector_update_interval: float = Field(
         5.0, gt=0.0, le=3600.0, description="Seconds between update messages of an open event."
+    )
+    detector_stationary_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=86400.0,
+        description="Seconds without moving after which an object is stationary (a parked car): found "
+        "again after its detection flickered off, it does not alert again.",
     )
     detector_motion: bool = Field(
         True, description="Skip inference on frames without motion (a static scene)."

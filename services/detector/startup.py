@@ -32,6 +32,7 @@ class Loaded:
     model_path: Path
     confirmation: Confirmation
     cameras: CameraConfigs
+    labels: frozenset[str]  # the model's, as topic levels: what a camera's config may look for
 
 
 def load(settings: DetectorSettings) -> Loaded:
@@ -42,15 +43,18 @@ def load(settings: DetectorSettings) -> Loaded:
         raise StartupError("DETECTOR_MODEL", str(error)) from error
     try:
         labels_path = resolve_labels(settings.detector_labels, model_path)
-        labels = set(topic_labels(read_labels(labels_path)).values())
+        labels = frozenset(topic_labels(read_labels(labels_path)).values())
     except ModelError as error:
         raise StartupError("DETECTOR_LABELS", str(error)) from error
     cameras = camera_configs(settings, labels)
+    data_dir = settings.detector_data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StartupError("DETECTOR_DATA_DIR", "not a directory", data_dir)
     try:
         detector = Detector(model_path, labels_path, settings.detector_threads)
     except ModelError as error:
         raise StartupError("DETECTOR_MODEL", str(error)) from error
-    return Loaded(detector, model_path, confirmation(settings), cameras)
+    return Loaded(detector, model_path, confirmation(settings), cameras, labels)
 
 
 def confirmation(settings: DetectorSettings) -> Confirmation:
@@ -61,11 +65,13 @@ def confirmation(settings: DetectorSettings) -> Confirmation:
         end_after_s=settings.detector_end_after,
         update_interval_s=settings.detector_update_interval,
         better_view_margin=BETTER_VIEW_MARGIN,
+        stationary_s=settings.detector_stationary_s,
     )
 
 
-def camera_configs(settings: DetectorSettings, labels: set[str]) -> CameraConfigs:
-    """DETECTOR_CONFIG over the DETECTOR_* defaults, every label checked against the model's."""
+def camera_configs(settings: DetectorSettings, labels: frozenset[str]) -> CameraConfigs:
+    """DETECTOR_CONFIG over the DETECTOR_* defaults, every label checked against the model's, each section
+    as a camera's config/set message is (scene.resolved)."""
     try:
         scene = load_scene_config(settings.detector_config)
     except SceneConfigError as error:
@@ -79,13 +85,11 @@ def camera_configs(settings: DetectorSettings, labels: set[str]) -> CameraConfig
     unknown = unknown_labels(default.objects, labels)
     if unknown:
         raise StartupError("DETECTOR_OBJECTS", f"the model has no label {unknown}")
-    cameras = CameraConfigs.resolve(default, scene)
-    for camera, config in cameras.cameras.items():
-        unknown = unknown_labels(config.objects, labels)
-        if unknown:
-            raise StartupError("DETECTOR_CONFIG", f"camera {camera}: the model has no label {unknown}")
-    return cameras
+    try:
+        return CameraConfigs.resolve(default, scene, labels)
+    except SceneConfigError as error:
+        raise StartupError("DETECTOR_CONFIG", str(error)) from error
 
 
-def unknown_labels(objects: Iterable[str], labels: set[str]) -> str:
+def unknown_labels(objects: Iterable[str], labels: frozenset[str]) -> str:
     return ", ".join(sorted(set(objects) - labels))

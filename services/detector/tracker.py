@@ -1,9 +1,11 @@
 """Confirmation and the event lifecycle of one camera.
 
-An object becomes an event when it was seen (score >= min_score, right size, in a zone, outside the masks)
-in at least M of the last K processed frames and the median of those sightings reaches the threshold. One
-event per label and camera, like Home Assistant's binary sensor: it ends ``end_after`` seconds after the
-last sighting. What counts per camera (objects, threshold, box size, zones, masks) is its
+A label becomes an event when it was seen (score >= min_score, right size, outside the masks) in at least M
+of the last K processed frames and the median of those sightings reaches the threshold. One event per label
+and camera, like Home Assistant's binary sensor: it ends ``end_after`` seconds after the last sighting. The
+event lists the label's objects (services/detector/objects.py) with the zones they stand in: zones do not
+filter, the notifier decides what alerts. An object arriving, or entering or leaving a zone, is told at
+once in an ``update``. What counts per camera (objects, threshold, box size, zones, masks) is its
 :class:`~services.detector.scene.CameraConfig`; the rest of the rules are the same for every camera.
 """
 
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.common import schemas
 from services.detector.model import Detection
-from services.detector.scene import CameraConfig, zones_of
+from services.detector.objects import ObjectTracker, Seen, masked
+from services.detector.scene import CameraConfig
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Confirmation:
     end_after_s: float
     update_interval_s: float
     better_view_margin: float
+    stationary_s: float
 
 
 @dataclass
@@ -37,7 +43,7 @@ class OpenEvent:
     score: float
     top_score: float
     detection: Detection
-    zones: list[str]
+    zones: list[str]  # every zone an object of the event entered, in order
     last_seen: float  # when the latest sighting was processed (clock of the detector)
     last_frame_time: float
     last_message: float
@@ -52,12 +58,14 @@ class Change:
     event: OpenEvent
     frame_time: float
     detections: list[Detection]  # what to draw on the snapshot; empty = no snapshot
+    objects: list[schemas.TrackedObject]
     ended_at: float | None = None
 
 
 @dataclass
 class LabelTrack:
     window: deque[tuple[float, float]]  # (score or 0, frame capture time) per processed frame
+    objects: ObjectTracker
     event: OpenEvent | None = None
 
     def sightings(self, min_score: float) -> list[tuple[float, float]]:
@@ -74,10 +82,33 @@ class CameraTracker:
     confirmation: Confirmation
     config: CameraConfig
     tracks: dict[str, LabelTrack] = field(default_factory=dict)
+    ids: Iterator[int] = field(default_factory=ObjectTracker.counter)
 
     def __post_init__(self) -> None:
         for label in self.config.objects:
-            self.tracks[label] = LabelTrack(deque(maxlen=self.confirmation.window))
+            self.tracks[label] = self._label_track()
+
+    def _label_track(self) -> LabelTrack:
+        rules = self.confirmation
+        return LabelTrack(
+            # Objects are followed for twice end_after: the event's end (on the wall clock) lists those of its
+            # last sighting, still there whatever the frames' capture clock says.
+            deque(maxlen=rules.window),
+            ObjectTracker(self.ids, rules.stationary_s, 2 * rules.end_after_s),
+        )
+
+    def reconfigure(self, config: CameraConfig) -> list[Change]:
+        """Take a new config live: labels no longer looked for end their events; objects keep their ids,
+        and their zones follow the new ones from their next sighting."""
+        dropped = {
+            label: self.tracks.pop(label) for label in list(self.tracks) if label not in config.objects
+        }
+        ended = [self._end(label, track) for label, track in dropped.items() if track.event is not None]
+        for label in config.objects:
+            if label not in self.tracks:
+                self.tracks[label] = self._label_track()
+        self.config = config
+        return ended
 
     @property
     def tracking(self) -> bool:
@@ -96,29 +127,37 @@ class CameraTracker:
         """An event is open: its frames only keep it alive and refine it."""
         return any(t.event is not None for t in self.tracks.values())
 
-    def counts(self, detection: Detection) -> list[str] | None:
-        """The object's zones when it counts (size and place), else None."""
-        if not self.config.min_area <= detection.area <= self.config.max_area:
-            return None
-        return zones_of(detection, self.config)
+    def counts(self, detection: Detection) -> bool:
+        """Whether the object counts: its size is in range and it stands outside the masks."""
+        config = self.config
+        return config.min_area <= detection.area <= config.max_area and not masked(detection, config.masks)
 
     def observe(self, detections: list[Detection], frame_time: float, now: float) -> list[Change]:
         """Feed one processed frame's detections; returns the messages to publish."""
         changes = []
         for label, track in self.tracks.items():
             counted = [
-                (d, zones) for d in detections if d.label == label and (zones := self.counts(d)) is not None
+                d
+                for d in detections
+                if d.label == label and d.score >= self.confirmation.min_score and self.counts(d)
             ]
-            best = max(counted, key=lambda pair: pair[0].score, default=None)
-            track.window.append((best[0].score if best else 0.0, frame_time))
-            if best is None or best[0].score < self.confirmation.min_score:
+            seen = track.objects.update(counted, self.config.zones, frame_time)
+            best = max(counted, key=lambda d: d.score, default=None)
+            track.window.append((best.score if best else 0.0, frame_time))
+            if best is None or best.score < self.confirmation.min_score:
+                if track.event is not None and seen.gone:
+                    # Out of view: told at once, so that "in the zone for 30 s" never rests on a stale list.
+                    track.event.last_message = now
+                    changes.append(
+                        Change("update", label, track.event, frame_time, [], track.objects.messages())
+                    )
                 continue
             change = self._sighting(
                 label=label,
                 track=track,
-                detection=best[0],
-                zones=best[1],
-                drawn=[d for d, _ in counted],
+                detection=best,
+                seen=seen,
+                drawn=counted,
                 frame_time=frame_time,
                 now=now,
             )
@@ -132,7 +171,7 @@ class CameraTracker:
         label: str,
         track: LabelTrack,
         detection: Detection,
-        zones: list[str],
+        seen: Seen,
         drawn: list[Detection],
         frame_time: float,
         now: float,
@@ -144,28 +183,33 @@ class CameraTracker:
             if len(sightings) < self.confirmation.frames or smoothed < self.config.threshold:
                 return None
             started_at = sightings[0][1]
+            objects = track.objects.messages()
+            zones = sorted({z: at for o in objects for z, at in o.zones.items()}.items(), key=lambda p: p[1])
             event = OpenEvent(
                 event_id(self.camera, started_at, label),
                 started_at,
                 smoothed,
                 smoothed,
                 detection,
-                zones,
+                [zone for zone, _ in zones],
                 now,
                 frame_time,
                 now,
             )
             track.event = event
-            return Change("start", label, event, frame_time, drawn)
-        event.score, event.detection, event.zones = smoothed, detection, zones
+            return Change("start", label, event, frame_time, drawn, objects)
+        event.score, event.detection = smoothed, detection
+        event.zones.extend(zone for _, zone in seen.entered if zone not in event.zones)
         event.last_seen, event.last_frame_time = now, frame_time
-        if smoothed >= event.top_score + self.confirmation.better_view_margin:
-            event.top_score = smoothed
+        better = smoothed >= event.top_score + self.confirmation.better_view_margin
+        if better or seen:
+            # A better view, an object arriving, or a zone entered or left: told at once, with a picture.
+            event.top_score = max(event.top_score, smoothed)
             event.last_message = now
-            return Change("update", label, event, frame_time, drawn)
+            return Change("update", label, event, frame_time, drawn, track.objects.messages())
         if now - event.last_message >= self.confirmation.update_interval_s:
             event.last_message = now
-            return Change("update", label, event, frame_time, [])
+            return Change("update", label, event, frame_time, [], track.objects.messages())
         return None
 
     def expire(self, now: float, force: bool = False) -> list[Change]:
@@ -175,9 +219,16 @@ class CameraTracker:
             event = track.event
             if event is None or not (force or now - event.last_seen >= self.confirmation.end_after_s):
                 continue
-            track.event = None
-            track.window.clear()
-            changes.append(
-                Change("end", label, event, event.last_frame_time, [], ended_at=event.last_frame_time)
-            )
+            changes.append(self._end(label, track))
         return changes
+
+    @staticmethod
+    def _end(label: str, track: LabelTrack) -> Change:
+        event = track.event
+        assert event is not None
+        track.event = None
+        track.window.clear()
+        at = event.last_frame_time
+        objects = track.objects.messages(in_view_at=at)
+        track.objects.forget_all(at)
+        return Change("end", label, event, at, [], objects, ended_at=at)

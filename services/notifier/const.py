@@ -42,3 +42,9 @@ PUSH_SEND_MAX_S = PUSH_CONNECT_TIMEOUT_S + PUSH_READ_TIMEOUT_S
 # How often the outbox is read for sentrycam/notifier/stats, published when a figure changed: the page that
 # shows it is at most this late, and an idle notifier publishes nothing.
 STATS_CHECK_S = 2.0
+# Open events whose alert is not decided yet (each with its latest message and snapshot), across all
+# cameras; beyond this the oldest is dropped (logged). Events end within seconds of their objects leaving.
+OPEN_EVENTS_MAX = 64
+# Decided events remembered, so that their further messages are not judged again (the outbox would refuse
+# a second alert anyway).
+DECIDED_EVENTS_KEPT = 1024

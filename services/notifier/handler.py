@@ -25,8 +25,10 @@ from services.notifier.const import (
     SERVICE,
     SESSION_EXPIRY_S,
 )
+from services.notifier.decision import Decision, EventWatch
 from services.notifier.outbox import open_outbox, redelivered_unless_stored
 from services.notifier.push import Pusher, push_channels
+from services.notifier.rules import RulesError, in_schedule, load_rules
 from services.notifier.sender import EmailTransport, Sender, Transport
 from services.notifier.settings import NotifierSettings, QuietRange
 from services.notifier.stats import StatsPublisher
@@ -69,6 +71,11 @@ class Notifier(ServiceHandler[NotifierSettings]):
 
     def __init__(self, settings: NotifierSettings, client: MqttClient, logger: logging.Logger) -> None:
         super().__init__(settings, client, logger)
+        try:
+            self._rules = load_rules(settings.notify_rules, settings.notify_objects)
+        except RulesError as error:
+            raise StartupError("NOTIFY_RULES", str(error)) from error
+        self._watch = EventWatch(self._rules, self._decide, logger)
         self._outbox = open_outbox(settings.notify_data_dir, logger)
         self._stop = threading.Event()
         # No email transport: email is off (alerts left pending by an earlier run stay for a run with email).
@@ -129,6 +136,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
         for sender, transport in zip(self._senders, self._transports, strict=True):
             self._run_thread(sender.run, f"sender-{transport.key}")
         self._run_thread(lambda: self._stats.run(self._stop), "stats")
+        self._run_thread(lambda: self._watch.run(self._stop), "dwell")
         pending = self._outbox.counts().get("pending", 0)
         pushes = [transport.to.removeprefix(" to ") for transport in self._transports if transport.to]
         self.logger.info(
@@ -146,6 +154,7 @@ class Notifier(ServiceHandler[NotifierSettings]):
 
     def stop(self) -> None:
         self._stop.set()
+        self._watch.wake()
         for sender in self._senders:
             sender.wake()
         # A send under way is waited for (its timeouts bound it), so that it is recorded as sent.
@@ -185,15 +194,42 @@ class Notifier(ServiceHandler[NotifierSettings]):
         except schemas.BadPayload as error:
             self._bad_input(message.topic, str(error))
             return
-        if event.type != "start":
+        self._watch.on_event(event)
+
+    def _decide(self, decision: Decision) -> None:
+        """An event decided (EventWatch, one at a time): its rows in the outbox, then the senders woken and
+        the deterrent. Judged as at the moment its rule was met, or as not alerted when it ended first."""
+        event = decision.event
+        what = f"{event.label}{f' at {decision.zone}' if decision.zone else ''} on {event.camera}"
+        if decision.why:
+            if self._store(decision, None, f"not alerted: {decision.why}"):
+                self.logger.info("%s (%s): ended, not alerted: %s", what, event.event_id, decision.why)
             return
-        snapshot = self._snapshot_of(event, message.topic)
         now = time.time()
-        armed_then, armed_now = self._arming.judge(event.detected_at, now)
-        reason = self._reason_not_to_email(event) if armed_then else "disarmed"
+        # A check's moment is after the latest message; a message's is when it was detected.
+        armed_then, armed_now = self._arming.judge(max(decision.at, event.detected_at), now)
+        reason = self._reason_not_to_alert(event.camera, decision.at) if armed_then else "disarmed"
+        carrier = decision.snapshot_from
+        snapshot = self._snapshot_of(carrier, topics.event(event.camera, event.label)) if carrier else None
+        if not self._store(decision, snapshot, reason):
+            self.logger.info("event %s was delivered again; already handled", event.event_id)
+            return
+        if reason:
+            self.logger.info("%s (%s): recorded, not alerted: %s", what, event.event_id, reason)
+        else:
+            self._last_alert[event.camera] = decision.at
+            self.logger.info("%s (%s): alert queued", what, event.event_id)
+            for sender in self._senders:
+                sender.wake()
+        if armed_then and event.label == PERSON and self.settings.deterrent_for(event.camera):
+            self._deter(event, armed_now, now)
+
+    def _store(self, decision: Decision, snapshot: bytes | None, reason: str | None) -> bool:
+        """The event's rows, one per channel; False when it is stored already (delivered again)."""
+        event = decision.event
         # Acknowledged only once the row is committed: an event the outbox could not take comes again.
         with redelivered_unless_stored(f"event {event.event_id}"):
-            stored = self._outbox.record(
+            return self._outbox.record(
                 event_id=event.event_id,
                 camera=event.camera,
                 label=event.label,
@@ -204,30 +240,20 @@ class Notifier(ServiceHandler[NotifierSettings]):
                 reason=reason,
                 channels=self._channels,
                 now=time.time(),
+                zone=decision.zone,
             )
-        if not stored:
-            self.logger.info("event %s was delivered again; already handled", event.event_id)
-            return
-        if reason:
-            self.logger.info(
-                "%s on %s (%s): recorded, not alerted: %s", event.label, event.camera, event.event_id, reason
-            )
-        else:
-            self._last_alert[event.camera] = event.started_at
-            self.logger.info("%s on %s (%s): alert queued", event.label, event.camera, event.event_id)
-            for sender in self._senders:
-                sender.wake()
-        if armed_then and event.label == PERSON and self.settings.deterrent_for(event.camera):
-            self._deter(event, armed_now, now)
 
-    def _reason_not_to_email(self, event: schemas.DetectionEvent) -> str | None:
+    def _reason_not_to_alert(self, camera: str, at: float) -> str | None:
         if not self._senders:
             return "email is off and no NOTIFY_URLS"
-        if in_quiet_hours(self._quiet_hours, datetime.fromtimestamp(event.started_at)):
+        moment = datetime.fromtimestamp(at)
+        if in_quiet_hours(self._quiet_hours, moment):
             return "quiet hours"
-        last = self._last_alert.get(event.camera)
+        if not in_schedule(self._rules.of(camera).schedule, moment):
+            return "outside the camera's NOTIFY_RULES schedule"
+        last = self._last_alert.get(camera)
         # Event time, not arrival time: events queued while we were away are judged by when they happened.
-        if last is not None and abs(event.started_at - last) < self.settings.notify_cooldown:
+        if last is not None and abs(at - last) < self.settings.notify_cooldown:
             return f"cooldown ({self.settings.notify_cooldown:g} s)"
         return None
 

@@ -29,8 +29,13 @@ def local_time(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch_s))
 
 
+def where(alert: Alert) -> str:
+    """`` at porch`` for an alert whose object was in a zone (NOTIFY_RULES), else nothing."""
+    return f" at {alert.zone}" if alert.zone else ""
+
+
 def subject(alert: Alert) -> str:
-    return f"SentryCam: {alert.label.replace('_', ' ')} on camera {alert.camera}"
+    return f"SentryCam: {alert.label.replace('_', ' ')}{where(alert)} on camera {alert.camera}"
 
 
 def attachment_name(alert: Alert) -> str:
@@ -47,15 +52,17 @@ NO_SNAPSHOT = "(The event carried no usable snapshot.)"
 
 
 def facts(alert: Alert, base_url: str | None) -> list[tuple[str, str]]:
-    """What both parts say after their first line: time, score and, when WEB_BASE_URL is set, the link."""
-    found = [("Time", local_time(alert.started_at)), ("Score", percent(alert.score))]
+    """What both parts say after their first line: the zone if any, time, score and, when WEB_BASE_URL is
+    set, the link."""
+    found = [("Zone", alert.zone)] if alert.zone else []
+    found += [("Time", local_time(alert.started_at)), ("Score", percent(alert.score))]
     url = event_url(base_url, alert.event_id)
     return [*found, ("Event", url)] if url else found
 
 
 def text_body(alert: Alert, base_url: str | None) -> str:
     """The plain text part: no markup, the same facts as the HTML part."""
-    lines = [f"A {alert.label.replace('_', ' ')} was seen by camera {alert.camera}."]
+    lines = [f"A {alert.label.replace('_', ' ')} was seen{where(alert)} by camera {alert.camera}."]
     lines += [f"{name}: {value}" for name, value in facts(alert, base_url)]
     if alert.snapshot is None:
         lines.append(NO_SNAPSHOT)
@@ -64,7 +71,7 @@ def text_body(alert: Alert, base_url: str | None) -> str:
 
 def html_body(alert: Alert, base_url: str | None) -> str:
     what = html.escape(alert.label.replace("_", " "))
-    lines = [f"A {what} was seen by camera <b>{html.escape(alert.camera)}</b>."]
+    lines = [f"A {what} was seen{html.escape(where(alert))} by camera <b>{html.escape(alert.camera)}</b>."]
     for name, value in facts(alert, base_url):
         shown = html.escape(value)
         lines.append(f'{name}: <a href="{shown}">{shown}</a>' if name == "Event" else f"{name}: {shown}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from services.common.database import transaction
+
 # Every column of the alerts table before push channels (one row per event, all of them email).
 _OLD_COLUMNS = (
     "id, event_id, camera, label, score, started_at, snapshot, status, reason, attempts, next_attempt_at,"
@@ -26,6 +28,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     next_attempt_at REAL,
     created_at REAL NOT NULL,
     sent_at REAL,
+    zone TEXT,
     UNIQUE (event_id, channel)
 )
 """
@@ -38,8 +41,7 @@ def add_channels(db: sqlite3.Connection) -> bool:
     columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
     if not columns or "channel" in columns:
         return False
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         # SQLite cannot drop the old UNIQUE (event_id): the table is made again and the rows copied.
         db.execute("ALTER TABLE alerts RENAME TO alerts_before_channels")
         db.execute(ALERTS_TABLE)
@@ -48,9 +50,13 @@ def add_channels(db: sqlite3.Connection) -> bool:
             f" SELECT {_OLD_COLUMNS}, 'email' FROM alerts_before_channels"
         )
         db.execute("DROP TABLE alerts_before_channels")  # its index alerts_due goes with it
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+    return True
+
+
+def add_zone(db: sqlite3.Connection) -> bool:
+    """An alerts table from before alert rules gets the (empty) zone column. True when it migrated."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
+    if not columns or "zone" in columns:
+        return False
+    db.execute("ALTER TABLE alerts ADD COLUMN zone TEXT")
     return True

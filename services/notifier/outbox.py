@@ -5,7 +5,8 @@ the URL, which holds secrets). It is ``pending`` until the channel has accepted 
 it is older than NOTIFY_MAX_AGE (then ``expired``), each row with its own attempts and backoff. Events that
 are recorded but not alerted (cooldown, quiet hours, disarmed, no channel) are ``suppressed`` with the
 reason. (event id, channel) is unique and an event's rows are written in one transaction, so an event the
-broker delivers twice (QoS 1 after a crash) is recorded, and alerted, once per channel.
+broker delivers twice (QoS 1 after a crash) is recorded, and alerted, once per channel. The event's snapshot
+is stored once for all its channels, and dropped when the last of them has sent it or given up.
 
 The same database keeps the arming state and its history: each change with the time it took effect, so
 that an event is judged by the state in force when it was detected (docs/notifier.md, "Arming").
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.acks import Redeliver
-from services.common.database import STORE_ERRORS, open_durable
+from services.common.database import STORE_ERRORS, open_durable, transaction
 from services.common.service import StartupError
 from services.notifier import migrate
 from services.notifier.const import (
@@ -44,6 +45,8 @@ SCHEMA = (
     migrate.ALERTS_TABLE
     + """;
 CREATE INDEX IF NOT EXISTS alerts_due ON alerts (channel, status, next_attempt_at);
+-- An event's snapshot, once for all its channels, while one of them still has to send it.
+CREATE TABLE IF NOT EXISTS snapshots (event_id TEXT PRIMARY KEY, jpeg BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS arming (id INTEGER PRIMARY KEY, at REAL NOT NULL, armed INTEGER NOT NULL);
 """
@@ -62,6 +65,7 @@ class Alert:
     attempts: int
     reason: str | None
     channel: str
+    zone: str | None = None  # the zone its object was in (NOTIFY_RULES), named in the text
 
 
 class Outbox:
@@ -73,6 +77,7 @@ class Outbox:
         # Durable: a committed row survives a crash or power cut, which the exactly-once promise needs.
         self._db = open_durable(path, "")
         migrate.add_channels(self._db)  # an outbox from before push channels: its rows are email's
+        migrate.add_zone(self._db)
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA busy_timeout = {round(OUTBOX_BUSY_TIMEOUT_S * 1000)}")
 
@@ -93,38 +98,34 @@ class Outbox:
         reason: str | None,
         channels: list[str],
         now: float,
+        zone: str | None = None,
     ) -> bool:
         """Store an alert, one row per channel in one transaction (all or none); False when this event id is
         already stored (a redelivered event)."""
-        # A suppressed alert will never be sent: no need to keep its snapshot.
-        kept = snapshot if status == "pending" else None
         rows = [
-            (event_id, channel, camera, label, score, started_at, kept, status, reason, now, now)
+            (event_id, channel, camera, label, score, started_at, status, reason, now, now, zone)
             for channel in channels or [NO_CHANNEL]
         ]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                known = self._db.execute("SELECT 1 FROM alerts WHERE event_id = ?", (event_id,)).fetchone()
-                if known is None:
-                    self._db.executemany(
-                        "INSERT INTO alerts (event_id, channel, camera, label, score, started_at, snapshot,"
-                        " status, reason, next_attempt_at, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            return known is None
+        with self._lock, transaction(self._db):
+            known = self._db.execute("SELECT 1 FROM alerts WHERE event_id = ?", (event_id,)).fetchone()
+            if known is None:
+                self._db.executemany(
+                    "INSERT INTO alerts (event_id, channel, camera, label, score, started_at, status, reason,"
+                    " next_attempt_at, created_at, zone) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                # Once for all channels; a suppressed alert will never be sent: no need to keep it.
+                if snapshot is not None and status == "pending":
+                    self._db.execute("INSERT INTO snapshots VALUES (?, ?)", (event_id, snapshot))
+        return known is None
 
     def due(self, channel: str, now: float) -> list[Alert]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, event_id, camera, label, score, started_at, snapshot, attempts, reason, channel"
-                " FROM alerts WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?"
+                # An outbox from before the snapshots table has them in its rows.
+                "SELECT id, event_id, camera, label, score, started_at, COALESCE(snapshot, jpeg), attempts,"
+                " reason, channel, zone FROM alerts LEFT JOIN snapshots USING (event_id)"
+                " WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?"
                 " ORDER BY next_attempt_at, id",
                 (channel, now),
             ).fetchall()
@@ -138,8 +139,8 @@ class Outbox:
         return None if row[0] is None else float(row[0])
 
     def mark_sent(self, alert_id: int, now: float) -> None:
-        # Snapshots are dropped once no channel needs them, so the rows kept for 30 days stay small.
-        self._update(
+        self._settle(
+            alert_id,
             "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, snapshot = NULL"
             " WHERE id = ?",
             (now, alert_id),
@@ -152,7 +153,8 @@ class Outbox:
         )
 
     def give_up(self, alert_id: int, reason: str) -> None:
-        self._update(
+        self._settle(
+            alert_id,
             "UPDATE alerts SET status = 'expired', reason = ?, snapshot = NULL WHERE id = ?",
             (reason, alert_id),
         )
@@ -161,12 +163,14 @@ class Outbox:
         """Pending push alerts of channels no longer set up (a URL removed) are given up; email's stay for a
         run with email, as they always did."""
         marks = ", ".join("?" * len(channels))
-        with self._lock:
-            return self._db.execute(
+        with self._lock, transaction(self._db):
+            expired = self._db.execute(
                 "UPDATE alerts SET status = 'expired', reason = ?, snapshot = NULL WHERE status = 'pending'"  # noqa: S608
                 f" AND channel LIKE 'push-%' AND channel NOT IN ({marks})",  # only ? marks
                 (reason, *channels),
             ).rowcount
+            self._forget_sent_snapshots()
+            return expired
 
     def last_alert_times(self) -> dict[str, float]:
         """Per camera, when its latest alerted (or to-be-alerted) event started: seeds the cooldown."""
@@ -194,10 +198,11 @@ class Outbox:
         return {row[0]: (int(row[1]), int(row[2]), int(row[3]), row[4], row[5]) for row in rows}
 
     def prune(self, now: float) -> int:
-        with self._lock:
+        with self._lock, transaction(self._db):
             cursor = self._db.execute(
                 "DELETE FROM alerts WHERE status != 'pending' AND created_at < ?", (now - KEEP_S,)
             )
+            self._forget_sent_snapshots()
             return cursor.rowcount
 
     def get_state(self, key: str) -> str | None:
@@ -220,19 +225,11 @@ class Outbox:
     def set_armed(self, key: str, value: str, change: tuple[float, bool] | None, keep_since: float) -> None:
         """The arming state under ``key``, and ``change`` (when it took effect, armed) added to the history,
         in one transaction: both are stored or neither is. The history is pruned as in prune_arming."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
-                if change is not None:
-                    self._db.execute("INSERT INTO arming (at, armed) VALUES (?, ?)", change)
-                    self._prune_arming(keep_since)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk); a second ROLLBACK would hide why.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+            if change is not None:
+                self._db.execute("INSERT INTO arming (at, armed) VALUES (?, ?)", change)
+                self._prune_arming(keep_since)
 
     def prune_arming(self, keep_since: float) -> int:
         with self._lock:
@@ -253,6 +250,23 @@ class Outbox:
     def _update(self, sql: str, parameters: tuple[object, ...]) -> None:
         with self._lock:
             self._db.execute(sql, parameters)
+
+    def _settle(self, alert_id: int, sql: str, parameters: tuple[object, ...]) -> None:
+        """A row sent or given up, and its event's snapshot dropped with the last of its channels to need it
+        (so the rows kept for 30 days stay small), in one transaction."""
+        with self._lock, transaction(self._db):
+            self._db.execute(sql, parameters)
+            self._db.execute(
+                "DELETE FROM snapshots WHERE event_id = (SELECT event_id FROM alerts WHERE id = ?) AND NOT"
+                " EXISTS (SELECT 1 FROM alerts WHERE event_id = snapshots.event_id AND status = 'pending')",
+                (alert_id,),
+            )
+
+    def _forget_sent_snapshots(self) -> None:
+        self._db.execute(
+            "DELETE FROM snapshots WHERE event_id NOT IN"
+            " (SELECT event_id FROM alerts WHERE status = 'pending')"
+        )
 
 
 @contextmanager

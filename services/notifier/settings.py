@@ -45,7 +45,9 @@ class NotifierSettings(ServiceSettings):
     section: ClassVar[str] = "Notifier: email alerts, arming and the deterrent"
 
     notify_objects: CommaList = Field(
-        ["person"], description="Labels whose start events alert, comma-separated (e.g. person,car)."
+        ["person"],
+        description="Labels whose events alert, comma-separated (e.g. person,car); NOTIFY_RULES may "
+        "narrow them.",
     )
     smtp_host: str | None = Field(
         None, description="SMTP server for alert emails; empty = no email (the notifier warns once)."
@@ -78,6 +80,11 @@ class NotifierSettings(ServiceSettings):
         None,
         description="Address of the web relay as seen by the recipients (http://cam.home:8080); "
         "emails link to <url>/events/<event id>. Empty = no link.",
+    )
+    notify_rules: OptionalFile = Field(
+        None,
+        description="YAML file of alert rules per camera: labels, required zones, dwell time, schedule "
+        "(see docs/notifier.md). Empty = every event of NOTIFY_OBJECTS alerts.",
     )
     notify_cooldown: float = Field(
         60.0,

@@ -2,7 +2,7 @@
 
 Each blueprint states who may use it (``blueprints/access.py``): ``auth`` is public, ``pages`` send
 strangers to the login, ``api``, ``live``, ``media`` and ``stream`` answer them with a plain 401;
-``system`` has one blueprint of each kind (its page and its JSON).
+``system`` and ``zones`` have one blueprint of each kind (a page and its JSON).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from services.common.logs import RateLimitedLog
 from services.common.scores import percent
 from services.web.auth import LoginLimiter, Owner, Sessions
-from services.web.blueprints import access, api, auth, live, media, pages, stream, system
+from services.web.blueprints import access, api, auth, live, media, pages, stream, system, zones
 from services.web.blueprints.common import EXTENSION, WebContext
 from services.web.const import LOGIN_CHECKS, MAX_REQUEST_BYTES, SESSION_DAYS
 
@@ -69,6 +69,8 @@ def create_app(relay: WebRelay, secret_key: str, sessions: Sessions) -> Flask:
         stream.blueprint,
         system.blueprint,
         system.api_blueprint,
+        zones.blueprint,
+        zones.api_blueprint,
     ):
         app.register_blueprint(blueprint)
     return app

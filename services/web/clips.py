@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from services.common import schemas
+from services.common.database import transaction
 
 if TYPE_CHECKING:  # event_model imports this module
     from services.web.event_model import StoredEvent
@@ -108,21 +109,14 @@ class ClipStore:
         """Store an announcement (again if it comes twice) in one transaction; returns its event ids.
         Raises ``sqlite3.Error`` or ``OSError`` when it cannot be stored (the broker sends it again)."""
         values = clip.model_dump(include=set(StoredClip.__dataclass_fields__))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(UPSERT, {**values, "updated_at": time.time()})
-                # Only to a clip of this camera (an id another camera's clip has is not taken over).
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO clip_events (event_id, clip_id) "
-                    "SELECT ?, clip_id FROM clips WHERE clip_id = ? AND camera = ?",
-                    [(event_id, clip.clip_id, clip.camera) for event_id in clip.event_ids],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            self._db.execute(UPSERT, {**values, "updated_at": time.time()})
+            # Only to a clip of this camera (an id another camera's clip has is not taken over).
+            self._db.executemany(
+                "INSERT OR IGNORE INTO clip_events (event_id, clip_id) "
+                "SELECT ?, clip_id FROM clips WHERE clip_id = ? AND camera = ?",
+                [(event_id, clip.clip_id, clip.camera) for event_id in clip.event_ids],
+            )
         return list(clip.event_ids)
 
     def get(self, clip_id: str) -> StoredClip | None:

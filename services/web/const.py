@@ -13,6 +13,8 @@ SESSION_EXPIRY_S = 24 * 3600
 FRAME_WAIT_S = 5.0
 # SSE comment lines keep idle connections alive through proxies.
 SSE_KEEPALIVE_S = 15.0
+# At a stop, how long the server waits for its requests (streams just told to end) before closing.
+SERVER_STOP_WAIT_S = 3.0
 # Each open page holds one queue of pending SSE messages; a page that stops reading loses the oldest.
 SSE_QUEUE_LENGTH = 100
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS events (
     top_score REAL NOT NULL,
     box TEXT NOT NULL,
     zones TEXT NOT NULL,
+    objects TEXT NOT NULL DEFAULT '[]',
     snapshot TEXT,
     thumbnail TEXT,
     snapshot_bytes INTEGER NOT NULL DEFAULT 0,
@@ -49,7 +50,8 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS events_open ON events (camera, label, updated_at) WHERE ended_at IS NULL;
 """
 # Columns added since the first release: (name, definition), added to an older database at start.
-ADDED_COLUMNS = [("closed_by_relay", "INTEGER NOT NULL DEFAULT 0")]
+# An older row has no objects: it shows none until its event's next message lists them.
+ADDED_COLUMNS = [("closed_by_relay", "INTEGER NOT NULL DEFAULT 0"), ("objects", "TEXT NOT NULL DEFAULT '[]'")]
 
 
 def open_events(database: Path) -> sqlite3.Connection:
@@ -99,6 +101,24 @@ class EventFilter(BaseModel):
 
 
 @dataclass(frozen=True)
+class StoredObject:
+    """One object the detector tracked in the event, as its latest message listed it (``TrackedObject``)."""
+
+    id: int
+    box: tuple[float, ...]
+    score: float
+    zones: dict[str, float]  # zone -> capture time it entered; the zones it stands in now
+    stationary: bool
+    seen_before: bool
+    first_seen: float
+    last_seen: float
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> StoredObject:
+        return cls(**{**stored, "box": tuple(stored["box"]), "zones": dict(stored["zones"])})
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     """One event as the store keeps it: the detector's start, updates and end folded into one row."""
 
@@ -112,7 +132,8 @@ class StoredEvent:
     score: float
     top_score: float
     box: tuple[float, ...]
-    zones: tuple[str, ...]
+    zones: tuple[str, ...]  # every zone an object of the event has entered, in order
+    objects: tuple[StoredObject, ...]
     # File names in the snapshot directory; the app shows URLs instead.
     snapshot: str | None
     thumbnail: str | None
@@ -137,6 +158,7 @@ class StoredEvent:
             top_score=row["top_score"],
             box=tuple(json.loads(row["box"])),
             zones=tuple(json.loads(row["zones"])),
+            objects=tuple(StoredObject.from_json(stored) for stored in json.loads(row["objects"])),
             snapshot=row["snapshot"],
             thumbnail=row["thumbnail"],
         )

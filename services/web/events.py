@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import schemas
+from services.common.database import transaction
 from services.web.clips import ClipStore
 from services.web.const import DATABASE_FILE, SNAPSHOT_DIR
 from services.web.event_model import (
@@ -37,6 +38,9 @@ from services.web.pictures import make_thumbnail, write_durably
 
 # Told why a snapshot was refused (the event is stored without it).
 Refused = Callable[[str], None]
+
+# Objects an event keeps for its page, of all its messages: the most recently seen.
+MAX_KEPT_OBJECTS = 64
 
 
 class EventStore:
@@ -104,20 +108,13 @@ class EventStore:
     def _commit(
         self, event: schemas.DetectionEvent, now: float, new: bool, new_files: tuple[str, str | None] | None
     ) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             self._upsert(event, now, new)
             if new_files is not None:
                 self._db.execute(
                     "UPDATE events SET snapshot = ?, thumbnail = ?, snapshot_bytes = ? WHERE event_id = ?",
                     (*new_files, self._size(*new_files), event.event_id),
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (a full disk); a second ROLLBACK would hide why.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def _upsert(self, event: schemas.DetectionEvent, now: float, new: bool) -> None:
         values = {
@@ -132,13 +129,19 @@ class EventStore:
             "top_score": event.top_score,
             "box": json.dumps(list(event.box)),
             "zones": json.dumps(event.zones),
+            "objects": json.dumps([tracked.model_dump(mode="json") for tracked in event.objects]),
         }
         if new:
             columns = ", ".join(values)
             marks = ", ".join(f":{name}" for name in values)
             self._db.execute(f"INSERT INTO events ({columns}) VALUES ({marks})", values)  # noqa: S608
             return
-        changed = ["updated_at", "score", "top_score", "box", "zones"]
+        changed = ["updated_at", "score", "top_score", "box"]
+        # The zones entered so far come in every message; a message of an older detector, which sends no
+        # objects (or no zones), keeps those stored.
+        changed += [name for name in ("zones", "objects") if name in event.model_fields_set]
+        if "objects" in changed:
+            values["objects"] = self._merged_objects(event)
         assignments = [f"{name} = :{name}" for name in changed]
         if event.type == "end":
             assignments += ["ended_at = :ended_at", "closed_by_relay = 0"]
@@ -154,6 +157,15 @@ class EventStore:
             values,
         )
 
+    def _merged_objects(self, event: schemas.DetectionEvent) -> str:
+        """A message lists the objects in view; the event keeps every object it had, each as last listed
+        (the newest MAX_KEPT_OBJECTS), so the page still tells of someone who walked out of view."""
+        row = self._db.execute("SELECT objects FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
+        listed = {tracked.id: tracked.model_dump(mode="json") for tracked in event.objects}
+        stored = [o for o in json.loads(row["objects"]) if o.get("id") not in listed] if row else []
+        merged = sorted([*stored, *listed.values()], key=lambda o: o.get("last_seen", 0.0))
+        return json.dumps(merged[-MAX_KEPT_OBJECTS:])
+
     # -- closing events whose end was lost -----------------------------------------------------------
 
     def close_label(self, camera: str, label: str) -> list[StoredEvent]:
@@ -167,19 +179,12 @@ class EventStore:
 
     def _close(self, where: str, params: tuple[Any, ...]) -> list[StoredEvent]:
         condition = f"ended_at IS NULL AND {where}"
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute(f"SELECT * FROM events WHERE {condition}", params).fetchall()  # noqa: S608
-                self._db.execute(
-                    f"UPDATE events SET ended_at = updated_at, closed_by_relay = 1 WHERE {condition}",  # noqa: S608
-                    params,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db):
+            rows = self._db.execute(f"SELECT * FROM events WHERE {condition}", params).fetchall()  # noqa: S608
+            self._db.execute(
+                f"UPDATE events SET ended_at = updated_at, closed_by_relay = 1 WHERE {condition}",  # noqa: S608
+                params,
+            )
         closed = [replace(StoredEvent.from_row(row), ended_at=row["updated_at"]) for row in rows]
         if closed:
             self._logger.info(

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,7 @@ from services.web.server import WaitressServer, WebServer
 from services.web.settings import WebSettings
 from services.web.system import SystemState
 from services.web.writer import EventWriter
+from services.web.zones import BrokerRefusals, ZoneConfigs, publish_acknowledged
 
 
 def client_id(data_dir: Path) -> str:
@@ -68,6 +70,8 @@ class WebRelay(ServiceHandler[WebSettings]):
         self.views = CameraViews(self.hub)
         self.broadcaster = Broadcaster()
         self.armed: str | None = None
+        self.zones = ZoneConfigs()
+        self._refusals = BrokerRefusals(client.paho)
         self.bad_payloads = 0
         self._bad_log = RateLimitedLog(logger)
         self._broker_was_connected = False
@@ -95,6 +99,8 @@ class WebRelay(ServiceHandler[WebSettings]):
             topics.ALL_CAMERA_MESSAGES: Route(self._on_camera_message, qos=1),
             topics.ALL_CAMERA_STATES: Route(self._on_camera_state, qos=1),
             topics.ALL_ALARM_RESULTS: Route(self._on_alarm_result, qos=1),
+            # The zone editor: cam/<id>/config/state comes with the states above, config/set overlaps none.
+            topics.ALL_CONFIG_SET: Route(lambda message: self._on_config(message, self.zones.on_set), qos=1),
             topics.ARMED_STATE: Route(self._on_armed_state, qos=1),
             # The system page: sentrycam/<service>/status and .../stats (neither overlaps armed/state).
             topics.ALL_SERVICE_STATUS: Route(self._on_system, qos=1),
@@ -124,6 +130,7 @@ class WebRelay(ServiceHandler[WebSettings]):
     def stop(self) -> None:
         # Ends every live stream and event stream, so that their server threads are free.
         self.hub.close()
+        self.broadcaster.send("stopping", None)  # wakes each event stream, which then sees the hub closed
 
     def close(self) -> None:
         self.writer.drain()
@@ -186,6 +193,13 @@ class WebRelay(ServiceHandler[WebSettings]):
 
     def set_alarm(self, camera: str, command: schemas.AlarmCommand) -> None:
         self.client.publish(topics.alarm_set(camera), command.to_json(), qos=1)
+
+    def set_config(self, camera: str, change: schemas.CameraConfigSet) -> schemas.CameraConfigSet:
+        """Publish the camera's config/set with ``change`` applied, once the broker acknowledged it;
+        zones.PublishFailed otherwise. The detector's verdict follows on config/state."""
+        config = self.zones.merged(camera, change)
+        publish_acknowledged(self.client, self._refusals, topics.config_set(camera), config.to_json())
+        return config
 
     # -- MQTT handlers (paho's network thread) -------------------------------------------------------
 
@@ -256,6 +270,9 @@ class WebRelay(ServiceHandler[WebSettings]):
         if camera is None:
             self._bad(message.topic, "not a camera topic")
             return
+        if message.topic == topics.config_state(camera):
+            self._on_config(message, self.zones.on_state)
+            return
         is_detect = message.topic == topics.detect_state(camera)
         if not is_detect and message.topic != topics.alarm_state(camera):
             self._on_label_state(camera, message)
@@ -279,6 +296,12 @@ class WebRelay(ServiceHandler[WebSettings]):
             self._bad(message.topic, str(error))
             return
         self._camera_changed(self.views.update(camera, alarm_result=result))
+
+    def _on_config(self, message: mqtt.MQTTMessage, store: Callable[[str, bytes], None]) -> None:
+        try:
+            store(message.topic, bytes(message.payload))
+        except schemas.BadPayload as error:
+            self._bad(message.topic, str(error))
 
     def _on_label_state(self, camera: str, message: mqtt.MQTTMessage) -> None:
         """``cam/<id>/<label>/state``: OFF closes that label's open events. The detector publishes it at

@@ -16,6 +16,7 @@ from services.web.const import (
     IDLE_CONNECTION_S,
     OUTBUF_HIGH_WATERMARK,
     SEND_BYTES,
+    SERVER_STOP_WAIT_S,
     SPARE_CONNECTIONS,
     SPARE_FILES,
 )
@@ -107,6 +108,10 @@ class WaitressServer:
         self._server.run()
 
     def close(self) -> None:
+        # Waitress's close ends only the listening: its worker threads would wait for requests for ever.
+        # They end first (a stream the relay's stop is ending finishes its request), then the listening;
+        # a request still finishing after that would write to a closed server.
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=SERVER_STOP_WAIT_S)
         self._server.close()
 
     def addresses(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -14,6 +15,7 @@ from services.common.logs import RateLimitedLog
 from services.common.scores import percent
 from services.web.auth import LoginLimiter, Owner, Sessions
 from services.web.clips import StoredClip
+from services.web.event_facts import event_facts
 from services.web.event_model import StoredEvent
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
     shown["thumbnail_url"] = url_for("pages.thumbnail", event_id=event.event_id) if event.thumbnail else None
     shown["clips"] = [clip_json(clip) for clip in event.clips]
     shown["clip"] = shown["clips"][0] if event.clips else None
+    shown.update(event_facts(event, time.time()))  # the duration and the objects in words
     return shown
 
 

@@ -43,6 +43,8 @@ def sse_messages(relay: WebRelay) -> Iterator[str]:
             except queue.Empty:
                 yield ": keep-alive\n\n"
                 continue
+            if relay.hub.closed:
+                return  # woken by the relay's stop
             yield sse(kind, data)
     finally:
         relay.broadcaster.unsubscribe(listener)

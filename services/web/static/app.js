@@ -70,14 +70,36 @@
 
   // The boxes of the open events, drawn by the browser over the picture (normalized 0-1, as the detector
   // sends them), so the stream itself stays the camera's bytes. Hidden per camera by its switch.
+  // Each object of an open event has its own box: the camera's `boxes` (label -> latest box) say which
+  // events are open, the events (on the stream, after they are stored) which objects they have. An event
+  // of an older detector lists none: its one box is drawn.
   const SVG = "http://www.w3.org/2000/svg";
+  const openBoxes = {}; // camera id -> the camera's latest `boxes`
+  const openObjects = {}; // camera id -> label -> [{id, box}] of its open event
+  function rememberObjects(ev) {
+    const labels = (openObjects[ev.camera] = openObjects[ev.camera] || {});
+    if (ev.ended_at || !(ev.objects || []).length) delete labels[ev.label];
+    else labels[ev.label] = ev.objects.map((o) => ({ id: o.id, box: o.box }));
+    const card = document.querySelector(`.camera[data-camera="${ev.camera}"]`);
+    if (card) showBoxes(card, openBoxes[ev.camera]);
+  }
   function showBoxes(card, boxes) {
+    const id = card.dataset.camera;
+    openBoxes[id] = boxes;
     const svg = card.querySelector("svg.boxes");
-    const shapes = Object.entries(boxes || {}).map(([label, [x0, y0, x1, y1]]) => {
+    const drawn = Object.entries(boxes || {}).flatMap(([label, box]) =>
+      ((openObjects[id] || {})[label] || [{ id: "", box }]).map((o) => ({ label, ...o })));
+    // Every message about the camera comes here; the same boxes are not drawn again, so a box being
+    // looked at (or measured) is not replaced by its double on every state change.
+    const key = JSON.stringify(drawn);
+    if (svg.dataset.drawn === key) return;
+    svg.dataset.drawn = key;
+    const shapes = drawn.map(({ label, id: objectId, box: [x0, y0, x1, y1] }) => {
       const rect = document.createElementNS(SVG, "rect");
       rect.setAttribute("x", x0); rect.setAttribute("y", y0);
       rect.setAttribute("width", x1 - x0); rect.setAttribute("height", y1 - y0);
       rect.dataset.label = label;
+      rect.dataset.object = objectId;
       return rect;
     });
     svg.replaceChildren(...shapes);
@@ -219,6 +241,10 @@
     const what = document.createElement("span"); what.className = "what";
     const b = document.createElement("b"); b.textContent = ev.label;
     what.append(b, " on " + ev.camera);
+    if ((ev.zones || []).length) {
+      const zones = document.createElement("span"); zones.className = "zones"; zones.textContent = "· " + ev.zones.join(", ");
+      what.append(" ", zones);
+    }
     if (ev.clip) {
       const badge = document.createElement("span");
       badge.className = "has-clip"; badge.title = "a video clip was recorded"; badge.textContent = "▶ clip";
@@ -234,6 +260,47 @@
     if (none) none.hidden = true;
   }
 
+  // The event page: an open event's durations grow each second, said as the relay says them
+  // (services/web/event_facts.py, duration_text), and a newer message of the event brings its facts anew.
+  function durationText(seconds) {
+    const whole = Math.max(0, Math.floor(seconds));
+    const h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
+    return h ? `${h} h ${m} min` : m ? `${m} min ${s} s` : `${s} s`;
+  }
+  const eventPage = document.querySelector(".event-page");
+  function showDurations() {
+    document.querySelectorAll('#event-facts[data-open="true"] [data-since]').forEach((el) => {
+      el.textContent = durationText(Date.now() / 1000 - parseFloat(el.dataset.since));
+    });
+  }
+  if (eventPage) setInterval(showDurations, 1000);
+  async function refreshEventFacts() {
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const newer = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("event-facts");
+    const facts = document.getElementById("event-facts");
+    if (!newer || !facts) return;
+    facts.replaceWith(newer);
+    showTimes(newer);
+  }
+  // A catch-up answer (below) may arrive after the stream brought a newer state of the same event (a clip
+  // linked, an object gone): the stream's state stays. Each stream message and each catch-up gets a tick.
+  let ticks = 0;
+  const streamedAt = new Map();
+  function eventChanged(ev) {
+    streamedAt.set(ev.event_id, ++ticks);
+    if (eventPage && ev.event_id === eventPage.dataset.event) refreshEventFacts();
+    rememberObjects(ev);
+    showEvent(ev);
+  }
+  function catchUp(url, show, done) {
+    const askedAt = ++ticks;
+    fetch(url, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : []))
+      .then((list) => list.reverse().filter((ev) => !(streamedAt.get(ev.event_id) > askedAt)).forEach(show))
+      .finally(done);
+  }
+
   const brokerLost = document.getElementById("broker-lost");
   const relayLost = document.getElementById("relay-lost");
   const source = new EventSource("/api/stream");
@@ -241,8 +308,12 @@
     relayLost.hidden = true;
     // Events stored between this page's rendering and the stream's (re)connection were sent to no one:
     // the latest page of events again (showEvent keeps those already shown, and the page's filters).
-    if (timeline) {
-      fetch("/api/events").then((r) => (r.ok ? r.json() : [])).then((list) => list.reverse().forEach(showEvent));
+    if (timeline) catchUp("/api/events", showEvent, () => { timeline.dataset.caughtUp = "true"; });
+    if (eventPage) refreshEventFacts(); // a message may have come while the page had no stream
+    // The live cards learn the objects of the events open now (the newest events; any older still open
+    // shows its one box until its next message).
+    if (document.body.dataset.page === "live") {
+      catchUp("/api/events?limit=20", rememberObjects, () => {});
     }
   });
   source.addEventListener("error", () => { relayLost.hidden = false; });
@@ -261,5 +332,5 @@
       if (card) showClock(card, epoch);
     });
   });
-  source.addEventListener("event", (m) => showEvent(JSON.parse(m.data)));
+  source.addEventListener("event", (m) => eventChanged(JSON.parse(m.data)));
 })();
