@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TypeVar
+
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_model(path: Path, model: type[Model], error: type[Exception]) -> Model:
+    """The file at ``path`` read as ``model``; ``error`` with one line naming the file on any mistake."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return model.model_validate(data)
+    except (OSError, UnicodeDecodeError) as problem:
+        raise error(f"cannot read {path}: {problem}") from problem
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: {yaml_problem(problem)}") from problem
+    except ValidationError as problem:
+        raise error(f"{path}: {validation_problem(problem)}") from problem
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:

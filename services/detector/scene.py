@@ -26,11 +26,10 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common import schemas, topics
-from services.common.yamlfile import validation_problem, yaml_problem
+from services.common.yamlfile import load_model
 
 # The same polygons as a camera's config/set message (schemas.CameraConfigSet), so that the file and the
 # topic accept the same zones and masks.
@@ -168,15 +167,7 @@ class CameraConfigs:
 def load_scene_config(path: Path | None) -> SceneConfig:
     if path is None:
         return SceneConfig()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return SceneConfig.model_validate(data)
-    except (OSError, UnicodeDecodeError) as error:
-        raise SceneConfigError(f"cannot read {path}: {error}") from error
-    except yaml.YAMLError as error:
-        raise SceneConfigError(f"{path}: {yaml_problem(error)}") from error
-    except ValidationError as error:
-        raise SceneConfigError(f"{path}: {validation_problem(error)}") from error
+    return load_model(path, SceneConfig, SceneConfigError)
 
 
 def inside(point: tuple[float, float], polygon: Sequence[Point]) -> bool:

@@ -23,11 +23,10 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common import schemas, topics
-from services.common.yamlfile import validation_problem, yaml_problem
+from services.common.yamlfile import load_model
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -128,15 +127,7 @@ def load_rules(path: Path | None, watched: Sequence[str]) -> AlertRules:
     """The rules of ``path`` (none: every event alerts); RulesError with one line on a mistake."""
     if path is None:
         return AlertRules()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        rules = AlertRules.model_validate(data)
-    except (OSError, UnicodeDecodeError) as error:
-        raise RulesError(f"cannot read {path}: {error}") from error
-    except yaml.YAMLError as error:
-        raise RulesError(f"{path}: {yaml_problem(error)}") from error
-    except ValidationError as error:
-        raise RulesError(f"{path}: {validation_problem(error)}") from error
+    rules = load_model(path, AlertRules, RulesError)
     unwatched = rules.unwatched_label(watched)
     if unwatched:
         raise RulesError(f"{path}: {unwatched}")
