@@ -30,7 +30,7 @@ from services.detector.feed import CameraFeed
 from services.detector.handler import DetectorHandler
 from services.detector.model import Detection, Detector, ModelError, map_outputs, read_labels
 from services.detector.motion import MotionGate
-from services.detector.objects import masked, zones_at
+from services.detector.objects import foot_of, masked, zones_at
 from services.detector.scene import (
     CameraConfig,
     CameraConfigs,
@@ -152,7 +152,7 @@ def test_no_person_images_score_no_person(name: str) -> None:
 def test_zones_and_masks_test_the_bottom_centre_of_the_box() -> None:
     person = best_person(detector().detect(image("astronaut.png"), 0.5))
     assert person is not None
-    foot_x, foot_y = person.foot
+    foot_x, foot_y = foot_of(person.box)
     around = [
         [foot_x - 0.1, foot_y - 0.1],
         [foot_x + 0.1, foot_y - 0.1],

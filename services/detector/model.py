@@ -52,11 +52,6 @@ class Detection:
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
-    @property
-    def foot(self) -> tuple[float, float]:
-        """Bottom-centre of the box: where the object stands, which is what zones and masks test."""
-        return ((self.box[0] + self.box[2]) / 2, self.box[3])
-
 
 @dataclass(frozen=True)
 class OutputMap:
