@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,14 +164,8 @@ def iou_pairs(tracks: Sequence[TrackedObject], boxes: Sequence[Box]) -> Iterator
         return
     overlaps = iou_matrix(tracks, boxes)
     rows, columns = np.nonzero(overlaps > MATCH_IOU)
-    used_tracks: set[int] = set()
-    used_boxes: set[int] = set()
-    for index in np.argsort(-overlaps[rows, columns], kind="stable"):
-        t, b = int(rows[index]), int(columns[index])
-        if t not in used_tracks and b not in used_boxes:
-            used_tracks.add(t)
-            used_boxes.add(b)
-            yield t, b
+    order = np.argsort(-overlaps[rows, columns], kind="stable")
+    yield from each_once((int(rows[index]), int(columns[index])) for index in order)
 
 
 def greedy_pairs(
@@ -185,9 +179,14 @@ def greedy_pairs(
         for b, box in enumerate(boxes)
         if (value := score(track.box, box)) < limit
     )
+    yield from each_once((t, b) for _, t, b in candidates)
+
+
+def each_once(pairs: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The (track, box) pairs in their order, leaving out each whose track or box an earlier pair took."""
     used_tracks: set[int] = set()
     used_boxes: set[int] = set()
-    for _, t, b in candidates:
+    for t, b in pairs:
         if t not in used_tracks and b not in used_boxes:
             used_tracks.add(t)
             used_boxes.add(b)

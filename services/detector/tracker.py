@@ -91,9 +91,9 @@ class CameraTracker:
     def _label_track(self) -> LabelTrack:
         rules = self.confirmation
         return LabelTrack(
+            deque(maxlen=rules.window),
             # Objects are followed for twice end_after: the event's end (on the wall clock) lists those of its
             # last sighting, still there whatever the frames' capture clock says.
-            deque(maxlen=rules.window),
             ObjectTracker(self.ids, rules.stationary_s, 2 * rules.end_after_s),
         )
 
@@ -144,7 +144,7 @@ class CameraTracker:
             seen = track.objects.update(counted, self.config.zones, frame_time)
             best = max(counted, key=lambda d: d.score, default=None)
             track.window.append((best.score if best else 0.0, frame_time))
-            if best is None or best.score < self.confirmation.min_score:
+            if best is None:
                 if track.event is not None and seen.gone:
                     # Out of view: told at once, so that "in the zone for 30 s" never rests on a stale list.
                     track.event.last_message = now
