@@ -4,6 +4,7 @@ the real notifier process on a real Mosquitto, email on a real SMTP server besid
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import sqlite3
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scripts.localbroker import LocalBroker
+from services.notifier.outbox import open_outbox
 from services.notifier.push import channel_key
 from tests.notifier_support import PushReceiver, SilentServer, SmtpServer, snapshot_jpeg
 from tests.support import Collector, wait_until
@@ -233,3 +235,45 @@ def test_an_outbox_from_before_push_channels_keeps_its_pending_alerts(
         ("old-sent", "email", "sent"),
     ]
     assert len(receiver.requests) == 1  # the old alerts were email's only
+
+
+def test_an_outbox_from_before_alert_rules_gains_the_zone_and_keeps_its_pending_alert(
+    tmp_path: Path, jpeg: bytes
+) -> None:
+    """The layout push channels brought (a snapshot in each row, no zone): the zone column is added, the
+    pending alert stays due with its snapshot, and a new alert names its zone."""
+    tmp_path.chmod(0o700)
+    now = time.time()
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
+        db.execute(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, channel TEXT NOT NULL,"
+            " camera TEXT NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, started_at REAL NOT NULL,"
+            " snapshot BLOB, status TEXT NOT NULL, reason TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+            " next_attempt_at REAL, created_at REAL NOT NULL, sent_at REAL, UNIQUE (event_id, channel))"
+        )
+        db.execute(
+            "INSERT INTO alerts VALUES (1, 'old-pending', 'email', 'old', 'person', 0.8, ?, ?, 'pending',"
+            " NULL, 1, ?, ?, NULL)",
+            (now - 5, jpeg, now - 1, now - 5),
+        )
+    outbox = open_outbox(tmp_path, logging.getLogger("test"))
+    [old] = outbox.due("email", now)
+    assert (old.event_id, old.snapshot, old.zone) == ("old-pending", jpeg, None)
+    stored = outbox.record(
+        event_id="new-1",
+        camera="front",
+        label="person",
+        score=0.8,
+        started_at=now,
+        snapshot=jpeg,
+        status="pending",
+        reason=None,
+        channels=["email"],
+        now=now,
+        zone="porch",
+    )
+    assert stored
+    assert [(alert.event_id, alert.zone) for alert in outbox.due("email", now)] == [
+        ("old-pending", None),
+        ("new-1", "porch"),
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,3 +36,17 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def table_columns(db: sqlite3.Connection, table: str) -> set[str]:
+    """The table's column names; empty when there is no such table yet."""
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def add_columns(db: sqlite3.Connection, table: str, added: Sequence[tuple[str, str]]) -> None:
+    """Columns added since the table's first release, each (name, definition), added to an older table that
+    lacks them. A table not made yet is left to its schema, which has them all."""
+    have = table_columns(db, table)
+    for name, definition in added:
+        if have and name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from services.common.database import transaction
+from services.common.database import table_columns, transaction
 
 # Every column of the alerts table before push channels (one row per event, all of them email).
 _OLD_COLUMNS = (
@@ -38,7 +38,7 @@ def add_channels(db: sqlite3.Connection) -> bool:
     """An alerts table without the channel column becomes one with it, every row on ``email`` (the only
     channel there was), pending rows keeping their attempts and due time. One transaction: a crash leaves
     the old layout, done again at the next start. True when it migrated."""
-    columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
+    columns = table_columns(db, "alerts")
     if not columns or "channel" in columns:
         return False
     with transaction(db):
@@ -53,10 +53,6 @@ def add_channels(db: sqlite3.Connection) -> bool:
     return True
 
 
-def add_zone(db: sqlite3.Connection) -> bool:
-    """An alerts table from before alert rules gets the (empty) zone column. True when it migrated."""
-    columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
-    if not columns or "zone" in columns:
-        return False
-    db.execute("ALTER TABLE alerts ADD COLUMN zone TEXT")
-    return True
+# Columns of the alerts table added since push channels: (name, definition), for database.add_columns.
+# An alert from before alert rules names no zone.
+ADDED_COLUMNS = [("zone", "TEXT")]

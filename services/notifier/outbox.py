@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from services.common.acks import Redeliver
-from services.common.database import STORE_ERRORS, open_durable, transaction
+from services.common.database import STORE_ERRORS, add_columns, open_durable, transaction
 from services.common.service import StartupError
 from services.notifier import migrate
 from services.notifier.const import (
@@ -77,7 +77,7 @@ class Outbox:
         # Durable: a committed row survives a crash or power cut, which the exactly-once promise needs.
         self._db = open_durable(path, "")
         migrate.add_channels(self._db)  # an outbox from before push channels: its rows are email's
-        migrate.add_zone(self._db)
+        add_columns(self._db, "alerts", migrate.ADDED_COLUMNS)
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA busy_timeout = {round(OUTBOX_BUSY_TIMEOUT_S * 1000)}")
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common import topics
-from services.common.database import open_durable
+from services.common.database import add_columns, open_durable
 from services.web.clips import CLIP_SCHEMA, StoredClip
 from services.web.const import BUSY_TIMEOUT_MS, EVENTS_PAGE_SIZE
 from services.web.files import create_private, restrict_existing
@@ -62,10 +62,7 @@ def open_events(database: Path) -> sqlite3.Connection:
     db = open_durable(database, SCHEMA)
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
     db.row_factory = sqlite3.Row
-    have = {row["name"] for row in db.execute("PRAGMA table_info(events)")}
-    for name, definition in ADDED_COLUMNS:
-        if name not in have:
-            db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
+    add_columns(db, "events", ADDED_COLUMNS)
     db.executescript(INDEXES + CLIP_SCHEMA)
     return db
 
