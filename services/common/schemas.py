@@ -56,6 +56,8 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 # A camera id that is safe as a topic level (see topics.validate_camera_id).
 CameraId = Annotated[str, Field(max_length=32), AfterValidator(topics.validate_camera_id)]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+# A model label as a settings file writes it (``traffic light``), kept as its topic level (``traffic_light``).
+LabelSlug = Annotated[str, AfterValidator(topics.label_slug)]
 EpochSeconds = Annotated[float, Field(ge=0.0, le=MAX_EPOCH_S)]
 # Validation context of a message received (parsed), as opposed to one a service builds.
 RECEIVED = {"received": True}

@@ -45,7 +45,7 @@ class CameraRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    objects: list[str] | None = None
+    objects: list[schemas.LabelSlug] | None = None
     threshold: float | None = Field(None, gt=0.0, le=1.0)
     min_area: float | None = Field(None, ge=0.0, le=1.0)
     max_area: float | None = Field(None, gt=0.0, le=1.0)
@@ -60,11 +60,6 @@ class CameraRules(BaseModel):
         if isinstance(value, list):
             return {default_mask_name(index): polygon for index, polygon in enumerate(value)}
         return value
-
-    @field_validator("objects")
-    @classmethod
-    def labels(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [topics.label_slug(label) for label in value]
 
 
 # What can override a camera's config: its DETECTOR_CONFIG section, or its config/set message.

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.common import schemas, topics
+from services.common import schemas
 from services.common.yamlfile import load_model
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -89,15 +89,10 @@ class CameraRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    labels: list[str] | None = Field(None, min_length=1)
+    labels: list[schemas.LabelSlug] | None = Field(None, min_length=1)
     required_zones: list[schemas.Name] = Field(default_factory=list, max_length=schemas.MAX_ZONES)
     min_dwell_s: float = Field(0.0, ge=0.0, le=MAX_DWELL_S)
     schedule: list[Window] | None = Field(None, min_length=1)
-
-    @field_validator("labels")
-    @classmethod
-    def label_slugs(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [topics.label_slug(label) for label in value]
 
     def alerts_for(self, label: str) -> bool:
         return self.labels is None or label in self.labels
