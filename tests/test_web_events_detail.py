@@ -25,21 +25,19 @@ from services.web.event_facts import duration_text, event_facts
 from services.web.events import EventStore
 from tests.support import Collector, detection_event, footage_frames, tracked_event, wait_until
 from tests.test_web_browser import DESKTOP, PHONE
+from tests.test_web_store import OLD_SCHEMA
 from tests.web_support import browser_log_in, running_relay, tracked_object
 
 LOGGER = logging.getLogger("test.web.events")
 
-# The events table of the first release: no closed_by_relay, no objects.
-FIRST_LAYOUT = """
-CREATE TABLE events (
-    event_id TEXT PRIMARY KEY, camera TEXT NOT NULL, label TEXT NOT NULL, day TEXT NOT NULL,
-    started_at REAL NOT NULL, ended_at REAL, updated_at REAL NOT NULL, score REAL NOT NULL,
-    top_score REAL NOT NULL, box TEXT NOT NULL, zones TEXT NOT NULL, snapshot TEXT, thumbnail TEXT,
-    snapshot_bytes INTEGER NOT NULL DEFAULT 0
-);
+# The events table of the first release (no closed_by_relay, no objects) with one event.
+FIRST_LAYOUT = (
+    OLD_SCHEMA
+    + """
 INSERT INTO events VALUES ('old-1-person', 'old', 'person', '2026-11-01', 1793000000.0, 1793000072.0,
     1793000072.0, 0.7, 0.8, '[0.1, 0.2, 0.3, 0.4]', '["porch"]', NULL, NULL, 0);
 """
+)
 
 
 def two_people(started: float, now: float) -> list[schemas.TrackedObject]:
