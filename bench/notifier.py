@@ -24,18 +24,13 @@ from pathlib import Path
 import yagmail
 
 from bench import notifier_push
-from bench.results import Figure, Result, save
+from bench.results import Figure, Result, percentile, save
 from scripts.localbroker import LocalBroker
 from services.common import topics
 from tests.notifier_support import RECIPIENTS, SMTP_USER, SmtpServer, snapshot_jpeg
 from tests.support import Collector, ServiceProcess, detection_event
 
 GOAL_P95_MS = 200.0
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def baseline(server: SmtpServer, jpeg_path: Path, count: int) -> list[float]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import apprise
 from apprise.attachment.memory import AttachMemory
 
-from bench.results import Figure
+from bench.results import Figure, percentile
 from scripts.localbroker import LocalBroker
 from services.common import topics
 from services.notifier.outbox import Outbox
@@ -38,11 +38,6 @@ GOAL_RATIO = 1.5
 # Each scheme and the receiver path its alerts arrive on.
 SCHEMES = {"json": "/alerts", "ntfy": "/sentrycam"}
 BOTH = "json+ntfy"
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def urls(receiver: PushReceiver) -> dict[str, str]:

@@ -28,6 +28,12 @@ class Figure:
     met: bool | None = None  # None: no goal
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value at ``share`` (0-1) of the sorted values, the nearest rank (no interpolation)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
 @dataclass
 class Result:
     benchmark: str
