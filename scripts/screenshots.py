@@ -38,13 +38,13 @@ from tests.support import (
     jpeg,
     read_frames,
     tracked_event,
+    tracked_object,
 )
 from tests.web_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     browser_log_in,
     running_relay,
-    tracked_object,
 )
 
 SIZES = {"desktop": ViewportSize(width=1280, height=800), "phone": ViewportSize(width=412, height=915)}
@@ -134,10 +134,11 @@ def publish_event(
     objects = [
         tracked_object(
             index + 1,
-            person.box,
-            person.score,
-            (started + 4 * index, now),
+            now,
             {name: started + 9 for name in zones_at(person.box, ZONES)},
+            first_seen=started + 4 * index,
+            box=person.box,
+            score=person.score,
         )
         for index, person in enumerate(found)
     ]

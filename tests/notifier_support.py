@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scripts.localbroker import free_port
-from services.common import schemas
-from tests.support import EVENT_BOX, PERSON_VIDEO, jpeg, read_frames
+from tests.support import PERSON_VIDEO, jpeg, read_frames
 
 SMTP_USER = "alerts@example.com"
 RECIPIENTS = ("owner@example.com", "neighbour@example.org")
@@ -280,25 +279,3 @@ class SilentServer:
 
     def close(self) -> None:
         self._socket.close()
-
-
-def sighting(
-    object_id: int,
-    frame_time: float,
-    zones: dict[str, float] | None = None,
-    *,
-    first_seen: float | None = None,
-    seen_before: bool = False,
-) -> schemas.TrackedObject:
-    """One tracked object as the detector lists it in the message of ``frame_time``; ``zones``: the zones it
-    stands in, each with when it entered."""
-    return schemas.TrackedObject(
-        id=object_id,
-        box=EVENT_BOX,
-        score=0.8,
-        zones=zones or {},
-        stationary=seen_before,
-        seen_before=seen_before,
-        first_seen=frame_time if first_seen is None else first_seen,
-        last_seen=frame_time,
-    )

@@ -132,6 +132,31 @@ def detection_event(
     ).to_json()
 
 
+def tracked_object(
+    object_id: int,
+    last_seen: float,
+    zones: dict[str, float] | None = None,
+    *,
+    first_seen: float | None = None,
+    box: tuple[float, float, float, float] = EVENT_BOX,
+    score: float = 0.8,
+    stationary: bool = False,
+    seen_before: bool = False,
+) -> schemas.TrackedObject:
+    """One tracked object as the detector lists it in the message of the frame captured at ``last_seen``
+    (first seen then too, unless ``first_seen``); ``zones``: those it stands in, each with when it entered."""
+    return schemas.TrackedObject(
+        id=object_id,
+        box=box,
+        score=score,
+        zones=zones or {},
+        stationary=stationary,
+        seen_before=seen_before,
+        first_seen=last_seen if first_seen is None else first_seen,
+        last_seen=last_seen,
+    )
+
+
 def tracked_event(
     camera: str,
     event_id: str,

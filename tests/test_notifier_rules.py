@@ -19,8 +19,8 @@ from services.notifier.const import OPEN_EVENTS_MAX
 from services.notifier.decision import Decision, EventWatch, judge
 from services.notifier.rules import AlertRules, CameraRule, in_schedule, load_rules
 from tests.detector_support import detector_env, events, short_person_clip, wait_online
-from tests.notifier_support import Mail, SmtpServer, sighting, snapshot_jpeg
-from tests.support import Collector, ServiceProcess, tracked_event
+from tests.notifier_support import Mail, SmtpServer, snapshot_jpeg
+from tests.support import Collector, ServiceProcess, tracked_event, tracked_object
 from tests.test_notifier import run_notifier_until_it_exits
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -99,7 +99,7 @@ def test_only_the_labels_of_the_cameras_rule_alert(rig: RulesRig) -> None:
             tracked_event(
                 camera,
                 event_id,
-                [sighting(1, now)],
+                [tracked_object(1, now)],
                 kind="start",
                 label=label,
                 started_at=now,
@@ -111,7 +111,7 @@ def test_only_the_labels_of_the_cameras_rule_alert(rig: RulesRig) -> None:
         tracked_event(
             "yard",
             "yard-car",
-            [sighting(1, now + 1)],
+            [tracked_object(1, now + 1)],
             kind="end",
             label="car",
             started_at=now,
@@ -125,7 +125,7 @@ def test_an_object_alerts_once_in_a_required_zone_with_the_zone_in_the_email(rig
     rig.start("cameras:\n  front:\n    required_zones: [porch]\n")
     outside, entering = snapshot_jpeg(100), snapshot_jpeg(140)
     now = time.time()
-    walking = [sighting(1, now, {"path": now})]
+    walking = [tracked_object(1, now, {"path": now})]
     rig.send(
         tracked_event(
             "front", "front-1", walking, kind="start", started_at=now, frame_time=now, snapshot=outside
@@ -133,7 +133,7 @@ def test_an_object_alerts_once_in_a_required_zone_with_the_zone_in_the_email(rig
     )
     time.sleep(1.0)
     assert rig.smtp.mails == []  # on the path, not at the porch
-    at_porch = [sighting(1, now + 1, {"porch": now + 1}, first_seen=now)]
+    at_porch = [tracked_object(1, now + 1, {"porch": now + 1}, first_seen=now)]
     rig.send(
         tracked_event(
             "front", "front-1", at_porch, kind="update", started_at=now, frame_time=now + 1, snapshot=entering
@@ -151,7 +151,7 @@ def test_an_object_alerts_once_in_a_required_zone_with_the_zone_in_the_email(rig
 def test_an_event_whose_object_stays_out_of_the_zone_ends_without_alert(rig: RulesRig) -> None:
     notifier = rig.start("cameras:\n  front:\n    required_zones: [porch]\n")
     now = time.time()
-    passing = [sighting(1, now, {"pavement": now})]
+    passing = [tracked_object(1, now, {"pavement": now})]
     rig.send(tracked_event("front", "front-2", passing, kind="start", started_at=now, frame_time=now))
     rig.send(tracked_event("front", "front-2", passing, kind="end", started_at=now, frame_time=now + 3))
     notifier.wait_for_log(r"person on front \(front-2\): ended, not alerted: no object in porch")
@@ -166,14 +166,14 @@ def test_a_loiterer_alerts_after_the_dwell_without_a_further_message(rig: RulesR
         tracked_event(
             "front",
             "front-brief",
-            [sighting(1, entered, {"porch": entered})],
+            [tracked_object(1, entered, {"porch": entered})],
             kind="start",
             started_at=entered,
             frame_time=entered,
         )
     )
     time.sleep(1.0)
-    left = [sighting(1, entered + 1, {"path": entered + 1}, first_seen=entered)]
+    left = [tracked_object(1, entered + 1, {"path": entered + 1}, first_seen=entered)]
     rig.send(
         tracked_event("front", "front-brief", left, kind="update", started_at=entered, frame_time=entered + 1)
     )
@@ -186,7 +186,7 @@ def test_a_loiterer_alerts_after_the_dwell_without_a_further_message(rig: RulesR
         tracked_event(
             "front",
             "front-stays",
-            [sighting(2, entered, {"porch": entered})],
+            [tracked_object(2, entered, {"porch": entered})],
             kind="start",
             started_at=entered,
             frame_time=entered,
@@ -201,7 +201,7 @@ def test_a_loiterer_alerts_after_the_dwell_without_a_further_message(rig: RulesR
 def test_a_message_that_comes_after_the_dwell_alerts_at_once(rig: RulesRig) -> None:
     rig.start("cameras:\n  front:\n    required_zones: [porch]\n    min_dwell_s: 30\n")
     now = time.time()
-    waiting = [sighting(1, now, {"porch": now - 31}, first_seen=now - 40)]
+    waiting = [tracked_object(1, now, {"porch": now - 31}, first_seen=now - 40)]
     rig.send(
         tracked_event("front", "front-long", waiting, kind="update", started_at=now - 40, frame_time=now)
     )
@@ -212,7 +212,7 @@ def test_a_message_that_comes_after_the_dwell_alerts_at_once(rig: RulesRig) -> N
 def test_objects_seen_before_never_alert_but_a_new_one_in_the_same_event_does(rig: RulesRig) -> None:
     notifier = rig.start("cameras: {}\n", NOTIFY_OBJECTS="car")
     now = time.time()
-    parked = sighting(1, now, first_seen=now - 600, seen_before=True)
+    parked = tracked_object(1, now, first_seen=now - 600, stationary=True, seen_before=True)
     rig.send(
         tracked_event("drive", "drive-1", [parked], kind="start", label="car", started_at=now, frame_time=now)
     )
@@ -226,7 +226,7 @@ def test_objects_seen_before_never_alert_but_a_new_one_in_the_same_event_does(ri
     )
     notifier.wait_for_log(r"car on drive \(drive-2\): ended, not alerted: only objects seen before")
     assert rig.smtp.mails == []
-    arriving = sighting(2, now + 2)
+    arriving = tracked_object(2, now + 2)
     rig.send(
         tracked_event(
             "drive",
@@ -249,7 +249,7 @@ def test_an_event_outside_the_schedule_is_recorded_not_alerted(rig: RulesRig) ->
     for camera in ("shop", "home"):
         rig.send(
             tracked_event(
-                camera, f"{camera}-1", [sighting(1, now)], kind="start", started_at=now, frame_time=now
+                camera, f"{camera}-1", [tracked_object(1, now)], kind="start", started_at=now, frame_time=now
             )
         )
     assert [mail_of(mail) for mail in settled(rig, 1)] == ["home-1"]
@@ -311,15 +311,19 @@ def test_the_verdict_on_one_message() -> None:
             )
         )
 
-    assert judge(rule, event(sighting(1, t + 10, {"porch": t + 4}))).alert
-    waiting = judge(rule, event(sighting(1, t + 10, {"porch": t + 8}), sighting(2, t + 10, {"porch": t + 7})))
+    assert judge(rule, event(tracked_object(1, t + 10, {"porch": t + 4}))).alert
+    waiting = judge(
+        rule, event(tracked_object(1, t + 10, {"porch": t + 8}), tracked_object(2, t + 10, {"porch": t + 7}))
+    )
     assert not waiting.alert and waiting.ready_at == t + 12
-    assert judge(rule, event(sighting(1, t + 10, {"porch": t + 8})), now=t + 13).alert
-    assert judge(rule, event(sighting(1, t + 10, {"path": t})), now=t + 60).why == "no object in porch"
-    parked = sighting(1, t + 10, {"porch": t}, seen_before=True)
+    assert judge(rule, event(tracked_object(1, t + 10, {"porch": t + 8})), now=t + 13).alert
+    assert judge(rule, event(tracked_object(1, t + 10, {"path": t})), now=t + 60).why == "no object in porch"
+    parked = tracked_object(1, t + 10, {"porch": t}, stationary=True, seen_before=True)
     assert not judge(rule, event(parked)).alert
-    assert not judge(CameraRule(labels=["car"]), event(sighting(1, t + 10))).alert
-    anywhere = judge(CameraRule(min_dwell_s=5), event(sighting(1, t + 10, {"path": t + 9}, first_seen=t + 2)))
+    assert not judge(CameraRule(labels=["car"]), event(tracked_object(1, t + 10))).alert
+    anywhere = judge(
+        CameraRule(min_dwell_s=5), event(tracked_object(1, t + 10, {"path": t + 9}, first_seen=t + 2))
+    )
     assert anywhere.alert and anywhere.zone == "path"
 
 
@@ -365,13 +369,13 @@ def test_the_open_events_tracked_are_bounded(caplog: pytest.LogCaptureFixture) -
     now = time.time()
     for index in range(OPEN_EVENTS_MAX + 1):
         message = tracked_event(
-            "front", f"front-{index}", [sighting(1, now)], kind="update", started_at=now, frame_time=now
+            "front", f"front-{index}", [tracked_object(1, now)], kind="update", started_at=now, frame_time=now
         )
         watch.on_event(schemas.DetectionEvent.parse(message))
     assert "tracking too many open events: dropped front-0, the oldest" in caplog.text
     assert decided == []
     end = tracked_event(
-        "front", "front-1", [sighting(1, now + 1)], kind="end", started_at=now, frame_time=now + 1
+        "front", "front-1", [tracked_object(1, now + 1)], kind="end", started_at=now, frame_time=now + 1
     )
     watch.on_event(schemas.DetectionEvent.parse(end))
     assert [(decision.event.event_id, decision.why) for decision in decided] == [

@@ -23,10 +23,17 @@ from services.common import schemas, topics
 from services.web.const import DATABASE_FILE
 from services.web.event_facts import duration_text, event_facts
 from services.web.events import EventStore
-from tests.support import Collector, detection_event, footage_frames, tracked_event, wait_until
+from tests.support import (
+    Collector,
+    detection_event,
+    footage_frames,
+    tracked_event,
+    tracked_object,
+    wait_until,
+)
 from tests.test_web_browser import DESKTOP, PHONE
 from tests.test_web_store import OLD_SCHEMA
-from tests.web_support import browser_log_in, running_relay, tracked_object
+from tests.web_support import browser_log_in, running_relay
 
 LOGGER = logging.getLogger("test.web.events")
 
@@ -43,9 +50,17 @@ INSERT INTO events VALUES ('old-1-person', 'old', 'person', '2026-11-01', 179300
 def two_people(started: float, now: float) -> list[schemas.TrackedObject]:
     """A person in the driveway since the start and one who came to the porch 12 s later and stays."""
     return [
-        tracked_object(3, (0.10, 0.30, 0.25, 0.90), 0.8125, (started, now), {"driveway": started}),
         tracked_object(
-            4, (0.60, 0.20, 0.75, 0.95), 0.655, (started + 12, now), {"porch": started + 12}, stationary=True
+            3, now, {"driveway": started}, first_seen=started, box=(0.10, 0.30, 0.25, 0.90), score=0.8125
+        ),
+        tracked_object(
+            4,
+            now,
+            {"porch": started + 12},
+            first_seen=started + 12,
+            box=(0.60, 0.20, 0.75, 0.95),
+            score=0.655,
+            stationary=True,
         ),
     ]
 

@@ -212,24 +212,3 @@ def clip_announcement(
         bytes=size,
         state=state,
     ).to_json()
-
-
-def tracked_object(
-    object_id: int,
-    box: tuple[float, float, float, float],
-    score: float,
-    seen: tuple[float, float],
-    zones: dict[str, float] | None = None,
-    *,
-    stationary: bool = False,
-) -> schemas.TrackedObject:
-    """One object of an event as the detector lists it; ``seen`` is (first, last) capture times."""
-    return schemas.TrackedObject(
-        id=object_id,
-        box=box,
-        score=score,
-        zones=zones or {},
-        stationary=stationary,
-        first_seen=seen[0],
-        last_seen=seen[1],
-    )
