@@ -11,7 +11,7 @@ import binascii
 import builtins
 import json
 import math
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -75,12 +75,17 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     version: Literal[1] = 1
+    # A message type whose size the broker's limit (MAX_FRAME_BYTES) does not bound tightly enough: a longer
+    # payload is refused before it is decoded.
+    max_bytes: ClassVar[int | None] = None
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
     def parse(cls, payload: bytes) -> Self:
+        if cls.max_bytes is not None and len(payload) > cls.max_bytes:
+            raise BadPayload(f"{len(payload)} bytes, more than {cls.max_bytes} for a {cls.__name__}")
         try:
             # Read into Python objects first, then validated: pydantic validating the JSON itself copies the
             # whole input into every error, and a 6 MB message with a long list and a few fields missing took
@@ -446,8 +451,10 @@ def dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-# A camera's configuration message, checked in bytes before it is decoded.
+# A camera's configuration message, checked in bytes before it is decoded. The detector's config/state
+# holds the same polygons, written its own way (1 as 1.0): twice that is its bound.
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_STATE_BYTES = 2 * MAX_CONFIG_BYTES
 
 
 class CameraConfigSet(Message):
@@ -457,6 +464,7 @@ class CameraConfigSet(Message):
     Unlike other messages it refuses unknown fields: a misspelt ``zone`` must not be dropped in silence."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    max_bytes: ClassVar[int | None] = MAX_CONFIG_BYTES
 
     objects: list[Name] | None = Field(None, max_length=MAX_ZONES)
     threshold: float | None = Field(None, gt=0.0, le=1.0)
@@ -469,6 +477,8 @@ class CameraConfigSet(Message):
 class CameraConfigState(Message):
     """``cam/<id>/config/state`` (retained; written by the detector): what the camera's detection uses now,
     where that came from, and why the latest ``config/set`` was refused, if it was."""
+
+    max_bytes: ClassVar[int | None] = MAX_CONFIG_STATE_BYTES
 
     camera: CameraId
     objects: list[Name] = Field(max_length=MAX_ZONES)

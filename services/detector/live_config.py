@@ -27,13 +27,6 @@ from services.detector.scene import CameraConfig, CameraConfigs, resolved
 Source = Literal["file", "topic", "saved"]
 
 
-def parse_config_set(payload: bytes) -> schemas.CameraConfigSet:
-    """Its size is checked before it is decoded."""
-    if len(payload) > schemas.MAX_CONFIG_BYTES:
-        raise schemas.BadPayload(f"{len(payload)} bytes, more than {schemas.MAX_CONFIG_BYTES}")
-    return schemas.CameraConfigSet.parse(payload)
-
-
 class SavedConfigs:
     """The last good config/set of each camera, as received: one ``<camera>.json`` in DETECTOR_DATA_DIR.
     The directory is made on the first save; a file that cannot be read or parsed is logged and ignored."""
@@ -57,7 +50,7 @@ class SavedConfigs:
             try:
                 topics.validate_camera_id(path.stem)
                 with path.open("rb") as file:
-                    found[path.stem] = parse_config_set(file.read(schemas.MAX_CONFIG_BYTES + 1))
+                    found[path.stem] = schemas.CameraConfigSet.parse(file.read(schemas.MAX_CONFIG_BYTES + 1))
             except (OSError, ValueError) as error:
                 self._logger.warning("ignored the saved camera config %s: %s", path, error)
         return found
@@ -188,7 +181,7 @@ class LiveConfigs:
             self._back_to_file(camera)
             return
         try:
-            message = parse_config_set(payload)
+            message = schemas.CameraConfigSet.parse(payload)
             config = resolved(self._cameras.of(camera), message, self._labels)
         except ValueError as error:  # BadPayload among them
             self._refuse(camera, str(error))

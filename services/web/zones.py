@@ -16,9 +16,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from services.common import schemas, topics
 from services.common.mqtt import MqttClient
 
-# A config/set over schemas.MAX_CONFIG_BYTES is refused unread, as the detector refuses it; the detector's
-# config/state holds the same polygons, written its own way (1 as 1.0): twice that is its bound here.
-MAX_STATE_BYTES = 2 * schemas.MAX_CONFIG_BYTES
 # How long a save waits for the broker's acknowledgement before it answers that it got none.
 PUBLISH_ACK_S = 5.0
 # Refusals kept by the broker's acknowledgement; a save reads its own at once, so a few are plenty.
@@ -53,11 +50,6 @@ def camera_of(topic: str) -> str:
     return camera
 
 
-def check_size(topic: str, payload: bytes, limit: int) -> None:
-    if len(payload) > limit:
-        raise schemas.BadPayload(f"{len(payload)} bytes on {topic}, more than {limit}")
-
-
 class ZoneConfigs:
     """The latest ``config/state`` and ``config/set`` of every camera, written by the MQTT thread and read
     by the server's threads (views are replaced, never changed in place)."""
@@ -70,7 +62,6 @@ class ZoneConfigs:
         """``cam/<id>/config/state``; BadPayload when too big, not a ``CameraConfigState`` or of another
         camera. An empty (cleared) one forgets the state but still counts as an answer."""
         camera = camera_of(topic)
-        check_size(topic, payload, MAX_STATE_BYTES)
         state = schemas.CameraConfigState.parse(payload) if payload else None
         if state is not None and state.camera != camera:
             raise schemas.BadPayload(f"config state names camera {state.camera!r}")
@@ -82,7 +73,6 @@ class ZoneConfigs:
         """``cam/<id>/config/set`` (retained): kept so that a save of zones and masks keeps the other fields
         someone else (Home Assistant) set. BadPayload when too big or not a ``CameraConfigSet``."""
         camera = camera_of(topic)
-        check_size(topic, payload, schemas.MAX_CONFIG_BYTES)
         requested = schemas.CameraConfigSet.parse(payload) if payload else None
         with self._lock:
             view = self._views.get(camera, ConfigView())
