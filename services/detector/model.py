@@ -41,16 +41,23 @@ class Interpreter(Protocol):
     def get_tensor(self, index: int) -> npt.NDArray[Any]: ...
 
 
+# x_min, y_min, x_max, y_max, normalized and clipped to 0-1.
+Box = tuple[float, float, float, float]
+
+
+def box_area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 @dataclass(frozen=True)
 class Detection:
     label: str
     score: float
-    # x_min, y_min, x_max, y_max, normalized and clipped to 0-1.
-    box: tuple[float, float, float, float]
+    box: Box
 
     @property
     def area(self) -> float:
-        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+        return box_area(self.box)
 
 
 @dataclass(frozen=True)

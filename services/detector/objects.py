@@ -29,29 +29,28 @@ from services.detector.const import (
     PARKED_MEMORY_S,
     STATIONARY_IOU,
 )
-from services.detector.model import Detection
+from services.detector.model import Box, Detection, box_area
 from services.detector.scene import Polygon, inside
 
-Box = tuple[float, float, float, float]
+
+def overlap(a: Box, b: Box) -> float:
+    """The area the two boxes share; 0 when they do not touch."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return width * height if width > 0 and height > 0 else 0.0
 
 
 def iou(a: Box, b: Box) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    overlap = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap
-    return overlap / union if union > 0 else 0.0
+    shared = overlap(a, b)
+    union = box_area(a) + box_area(b) - shared
+    return shared / union if shared > 0 and union > 0 else 0.0
 
 
 def covered(inner: Box, outer: Box) -> bool:
     """Most of ``inner`` lies within ``outer``: the model's second box on one object (a person's upper
     body beside the whole person), not a second object."""
-    width = min(inner[2], outer[2]) - max(inner[0], outer[0])
-    height = min(inner[3], outer[3]) - max(inner[1], outer[1])
-    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
-    return width > 0 and height > 0 and width * height >= DUPLICATE_COVER * area
+    shared = overlap(inner, outer)
+    return shared > 0 and shared >= DUPLICATE_COVER * box_area(inner)
 
 
 def centre_distance(a: Box, b: Box) -> float:
