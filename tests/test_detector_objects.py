@@ -78,6 +78,18 @@ def test_entering_and_leaving_a_zone_is_told_at_once_and_the_event_keeps_every_z
     assert left.objects[0].zones == {} and left.event.zones == ["porch"], "the event remembers the zone"
 
 
+def test_a_starting_event_lists_its_zones_by_when_an_object_first_entered_each() -> None:
+    yard = [(0.0, 0.5), (1.0, 0.5), (1.0, 1.0), (0.0, 1.0)]  # the whole floor, around the porch
+    tracker = CameraTracker("t", DEFAULTS, replace(PORCH, zones={**PORCH.zones, "yard": yard}))
+    walker = [LEFT, shifted(LEFT, 0.15), shifted(LEFT, 0.35)]  # into the yard at 0, the porch at 2 * STEP
+    for index, box in enumerate(walker):
+        assert see(tracker, index * STEP, person(box)) == []
+    # A newcomer enters the yard on the frame that starts the event: the yard was still entered first.
+    [start] = see(tracker, 3 * STEP, person(walker[-1]), person(LEFT))
+    assert start.type == "start"
+    assert start.event.zones == ["yard", "porch"]
+
+
 def test_a_stationary_object_found_again_keeps_its_id_as_seen_before_and_a_newcomer_does_not() -> None:
     rules = replace(DEFAULTS, stationary_s=1.0, end_after_s=2.0)
     tracker = CameraTracker("t", rules, PERSON)

@@ -184,14 +184,16 @@ class CameraTracker:
                 return None
             started_at = sightings[0][1]
             objects = track.objects.messages()
-            zones = sorted({z: at for o in objects for z, at in o.zones.items()}.items(), key=lambda p: p[1])
+            # By entry time; at the same time, in the order the objects list them.
+            entries = [(at, zone) for o in objects for zone, at in o.zones.items()]
+            entered = sorted(entries, key=lambda entry: entry[0])
             event = OpenEvent(
                 event_id(self.camera, started_at, label),
                 started_at,
                 smoothed,
                 smoothed,
                 detection,
-                [zone for zone, _ in zones],
+                list(dict.fromkeys(zone for _, zone in entered)),  # each zone at its first entry
                 now,
                 frame_time,
                 now,
