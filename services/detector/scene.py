@@ -22,7 +22,7 @@ file, checked by the same :func:`resolved`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +93,7 @@ def resolved(base: CameraConfig, rules: Overrides, labels: Set[str] | None = Non
     """``base`` with ``rules`` over it, checked: one check for a DETECTOR_CONFIG section and a config/set
     message. Raises ValueError saying what is wrong. ``labels``: the model's labels (None: not checked)."""
     objects = base.objects if rules.objects is None else slugs(rules.objects)
-    if labels is not None and (unknown := ", ".join(sorted(set(objects) - labels))):
+    if labels is not None and (unknown := unknown_labels(objects, labels)):
         raise ValueError(f"objects: the model has no label {unknown}")
     config = CameraConfig(
         objects=tuple(dict.fromkeys(objects)),
@@ -112,6 +112,11 @@ def resolved(base: CameraConfig, rules: Overrides, labels: Set[str] | None = Non
             if area(polygon) < MIN_POLYGON_AREA:
                 raise ValueError(f"{kind}s.{name}: the polygon has no area (its points are on one line)")
     return config
+
+
+def unknown_labels(objects: Iterable[str], labels: Set[str]) -> str:
+    """The labels of ``objects`` that the model's ``labels`` lack, as a list for an error line."""
+    return ", ".join(sorted(set(objects) - labels))
 
 
 def default_mask_name(index: int) -> str:

@@ -7,7 +7,6 @@ and its error is the only line (the runtime prints its own lines when a model lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,13 @@ from services.detector.model import (
     resolve_model,
     topic_labels,
 )
-from services.detector.scene import CameraConfig, CameraConfigs, SceneConfigError, load_scene_config
+from services.detector.scene import (
+    CameraConfig,
+    CameraConfigs,
+    SceneConfigError,
+    load_scene_config,
+    unknown_labels,
+)
 from services.detector.settings import DetectorSettings
 from services.detector.tracker import Confirmation
 
@@ -89,7 +94,3 @@ def camera_configs(settings: DetectorSettings, labels: frozenset[str]) -> Camera
         return CameraConfigs.resolve(default, scene, labels)
     except SceneConfigError as error:
         raise StartupError("DETECTOR_CONFIG", str(error)) from error
-
-
-def unknown_labels(objects: Iterable[str], labels: frozenset[str]) -> str:
-    return ", ".join(sorted(set(objects) - labels))
